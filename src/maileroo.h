@@ -1,0 +1,53 @@
+/*-------------------------------------------------------------------------
+ *
+ * maileroo.h
+ *		Declarations shared by the maileroo extension's source files.
+ *
+ * Each source file owns one job and keeps everything else static; what
+ * crosses files is declared here.  Settings live in maileroo.c.
+ *
+ * src/maileroo.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAILEROO_H
+#define MAILEROO_H
+
+#include "compat.h"
+
+#ifndef MAILEROO_VERSION
+#define MAILEROO_VERSION "unknown"
+#endif
+
+/* Bounds of the settings, shared with the code that uses them. */
+#define MAILEROO_DEFAULT_API_URL		"https://smtp.maileroo.com/api/v2"
+#define MAILEROO_DEFAULT_TIMEOUT_MS		30000
+#define MAILEROO_DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define MAILEROO_MAX_TIMEOUT_MS			(3600 * 1000)
+#define MAILEROO_DEFAULT_MAX_ATTEMPTS	8
+#define MAILEROO_MAX_MAX_ATTEMPTS		100
+#define MAILEROO_DEFAULT_CONCURRENCY	16
+#define MAILEROO_MAX_CONCURRENCY		1024
+
+/* Maileroo's own limits (see the API documentation). */
+#define MAILEROO_SUBJECT_MAX_CHARS		255
+#define MAILEROO_MAP_KEY_MAX_CHARS		128
+#define MAILEROO_MAP_VALUE_MAX_CHARS	768
+#define MAILEROO_REFERENCE_ID_BYTES		12
+#define MAILEROO_REFERENCE_ID_CHARS		24
+#define MAILEROO_SCHEDULE_MAX_DAYS		21
+
+/* maileroo.c: settings */
+extern char *maileroo_api_key;
+extern char *maileroo_api_url;
+extern int	maileroo_timeout_ms;
+extern int	maileroo_connect_timeout_ms;
+extern char *maileroo_webhook_secret;
+extern int	maileroo_max_attempts;
+extern int	maileroo_concurrency;
+extern char *maileroo_database_name;
+
+/* maileroo_worker.c: background worker registration, called by _PG_init */
+extern void maileroo_worker_init(void);
+
+#endif							/* MAILEROO_H */
