@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * maileroo_http.h
+ *		The Maileroo HTTP client shared by synchronous sends (maileroo_http.c)
+ *		and the delivery worker (maileroo_worker.c).
+ *
+ * Both paths configure their curl easy handles the same way and judge
+ * Maileroo's answers the same way; only the driving loop differs (a single
+ * curl_easy_perform in a backend, a curl multi handle in the worker).
+ *
+ * src/maileroo_http.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAILEROO_HTTP_H
+#define MAILEROO_HTTP_H
+
+#include "maileroo.h"
+
+#include <curl/curl.h>
+
+/* A response body collected by the write callback (malloc'd by us, not palloc). */
+typedef struct MailerooHttpBuffer
+{
+	char	   *data;			/* NUL-terminated; NULL until something arrives */
+	size_t		len;
+	size_t		cap;
+	bool		overflow;		/* body exceeded the cap and was truncated */
+	char	   *retry_after;	/* value of a Retry-After header, malloc'd, or NULL */
+} MailerooHttpBuffer;
+
+/* How an attempt ended, and what to do next. */
+typedef enum MailerooOutcome
+{
+	MR_OUTCOME_SENT,			/* 2xx with success:true */
+	MR_OUTCOME_RETRY,			/* network error, timeout, 408, 429, 5xx */
+	MR_OUTCOME_FAILED,			/* any other 4xx, success:false: never retried */
+	MR_OUTCOME_UNKNOWN			/* 2xx with a malformed body: may have been
+								 * accepted, so never retried automatically */
+} MailerooOutcome;
+
+typedef struct MailerooResult
+{
+	MailerooOutcome outcome;
+	long		http_status;	/* 0 when no HTTP answer arrived */
+	CURLcode	curl_code;		/* CURLE_OK when an HTTP answer arrived */
+	char	   *message;		/* Maileroo's message, or a description; palloc'd */
+	char	   *reference_id;	/* data.reference_id when present; palloc'd */
+	char	   *body;			/* the response body (truncated); palloc'd or NULL */
+	int			retry_after_ms; /* from Retry-After, or -1 */
+} MailerooResult;
+
+/*
+ * Configure an easy handle for one API call: URL (maileroo.api_url + path),
+ * method, JSON body (not copied: it must outlive the transfer), auth and
+ * content headers (*headers receives the list; the caller frees it with
+ * curl_slist_free_all), User-Agent, TLS verification, no redirects, the
+ * timeouts from the settings, CURLOPT_NOSIGNAL, and the write/header
+ * callbacks into buf.  When interruptible is true a progress callback aborts
+ * the transfer on query cancel or termination.  Raises ERROR when no API key
+ * is set.
+ */
+extern void maileroo_http_prepare(CURL *easy, const char *method,
+								  const char *path, const char *body,
+								  struct curl_slist **headers,
+								  MailerooHttpBuffer *buf, bool interruptible);
+
+/* Free what a buffer holds (safe on a zeroed buffer). */
+extern void maileroo_http_buffer_reset(MailerooHttpBuffer *buf);
+
+/*
+ * Judge a finished transfer: the curl result, the HTTP status and the body.
+ * Fills *result in CurrentMemoryContext; never raises for any body content.
+ */
+extern void maileroo_http_judge(CURLcode code, long http_status,
+								const MailerooHttpBuffer *buf,
+								MailerooResult *result);
+
+#endif							/* MAILEROO_HTTP_H */

@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * maileroo_request.h
+ *		Building and validating a Maileroo send request from SQL arguments
+ *		(maileroo_request.c).  The one builder behind maileroo_send,
+ *		maileroo_send_template and their _now forms: the outbox stores what
+ *		it builds and the worker sends that text unchanged.
+ *
+ * src/maileroo_request.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAILEROO_REQUEST_H
+#define MAILEROO_REQUEST_H
+
+#include "maileroo.h"
+
+#include "fmgr.h"
+#include "nodes/pg_list.h"
+
+typedef struct MailerooRequest
+{
+	const char *path;			/* "/emails" or "/emails/template" */
+	char	   *reference_id;	/* 24 lowercase hex characters */
+	char	   *body;			/* the JSON request body */
+	TimestampTz scheduled_at;	/* or DT_NOBEGIN when not scheduled */
+	List	   *dropped;		/* suppressed recipients left out (char *) */
+	bool		all_suppressed; /* every recipient was suppressed */
+} MailerooRequest;
+
+/*
+ * Validate the arguments of a send function and build its request, in
+ * CurrentMemoryContext.  The argument order is the SQL signature's:
+ * (sender, recipients, subject, html | template_id, plain | template_data,
+ * cc, bcc, reply_to, tags, headers, attachments, tracking, scheduled_at,
+ * reference_id[, ignore_suppressions]).  Raises ERROR, naming the argument,
+ * on invalid input.
+ */
+extern MailerooRequest *maileroo_request_from_args(FunctionCallInfo fcinfo,
+												   bool is_template);
+
+#endif							/* MAILEROO_REQUEST_H */
