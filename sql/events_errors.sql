@@ -3,6 +3,7 @@
 -- the event.
 CREATE EXTENSION maileroo;
 SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
 
 -- try(body): 'ok', or the SQLSTATE and message of the error.
 CREATE FUNCTION pg_temp.try(body text) RETURNS text LANGUAGE plpgsql AS $$

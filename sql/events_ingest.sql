@@ -2,6 +2,7 @@
 -- that may only call maileroo_ingest.
 CREATE EXTENSION maileroo;
 SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
 
 -- maileroo_verify_signature: hex HMAC-SHA256 of the raw body.
 -- RFC 4231 test case 2.

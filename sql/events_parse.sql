@@ -3,6 +3,7 @@
 -- documented.
 CREATE EXTENSION maileroo;
 SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
 
 -- The five example payloads from Maileroo's webhook documentation, verbatim.
 CREATE TEMP TABLE seed (n int, body text);
@@ -138,7 +139,10 @@ WHERE h.n = s.n ORDER BY s.n;
 
 -- The same rows, as a user sees them.
 \x on
-SELECT e.* FROM seed s, maileroo_parse_event(s.body) e WHERE s.n IN (1, 4) ORDER BY s.n;
+SELECT e.event_id, e.event_type, e.event_time, e.inserted_at, e.domain_id, e.user_id,
+	e.message_id, e.message_reference_id, e.recipient, e.ip, e.user_agent, e.url,
+	e.reason, e.smtp_code, e.smtp_status, e.bounce_class, e.tags, e.event_data, e.extra
+FROM seed s, maileroo_parse_event(s.body) e WHERE s.n IN (1, 4) ORDER BY s.n;
 \x off
 
 -- The jsonb form gives the same rows.
