@@ -12,6 +12,13 @@
  * be typed) are built as JsonbValue trees with pushJsonbValue during that
  * same pass, the way jsonb_in builds them; nothing is parsed twice.
  *
+ * The lexer runs with need_escapes off: it still checks every token and
+ * escape, but does not copy strings out character by character.  String
+ * values and keys are taken from the input by position (the start recorded
+ * when the field or element begins, the end from prev_token_terminator)
+ * and de-escaped here only when they contain a backslash, with the same
+ * checks jsonb applies (\u0000, lone surrogates).
+ *
  * Duplicate keys: the last one wins, as in jsonb, for the typed columns as
  * well as for the jsonb values.
  *
@@ -163,6 +170,7 @@ typedef struct ExtraPair
 typedef struct EventParse
 {
 	JsonLexContext *lex;
+	char	   *val_start;		/* where the value being read starts */
 	int			depth;			/* containers open */
 	TopField	field;			/* top-level key being read */
 	char	   *fname;			/* its name */
@@ -772,11 +780,175 @@ reset_field(EventParse *ep, TopField f)
 	extra_remove(ep, ep->fname);
 }
 
+/*
+ * The lexer runs without de-escaping (its char-by-char copy is the most
+ * expensive part of reading JSON); it still validates every escape's
+ * syntax.  Strings are taken from the input by position and de-escaped
+ * here only when they hold a backslash, with the checks jsonb applies.
+ */
+static void
+unicode_error(const char *detail, int code)
+{
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg("webhook body is not valid JSON"),
+			 errdetail("%s", detail)));
+}
+
+static int
+hex4(const char *p)
+{
+	int			v = 0;
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		char		c = p[i];
+
+		v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/* The de-escaped text of a JSON string's contents s[0..len), NUL-terminated. */
+static char *
+json_unescape(const char *s, int len)
+{
+	StringInfoData buf;
+	const char *end = s + len;
+
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, len);
+	while (s < end)
+	{
+		const char *bs = memchr(s, '\\', end - s);
+
+		if (bs == NULL)
+		{
+			appendBinaryStringInfo(&buf, s, end - s);
+			break;
+		}
+		appendBinaryStringInfo(&buf, s, bs - s);
+		s = bs + 1;
+		switch (*s)
+		{
+			case 'b':
+				appendStringInfoChar(&buf, '\b');
+				break;
+			case 'f':
+				appendStringInfoChar(&buf, '\f');
+				break;
+			case 'n':
+				appendStringInfoChar(&buf, '\n');
+				break;
+			case 'r':
+				appendStringInfoChar(&buf, '\r');
+				break;
+			case 't':
+				appendStringInfoChar(&buf, '\t');
+				break;
+			case 'u':
+				{
+					pg_wchar	ch = hex4(s + 1);
+					char		cbuf[MAX_UNICODE_EQUIVALENT_STRING + 1];
+
+					s += 4;
+					if (is_utf16_surrogate_first(ch))
+					{
+						pg_wchar	lo;
+
+						if (end - s < 7 || s[1] != '\\' || s[2] != 'u')
+							unicode_error("Unicode low surrogate must follow a high surrogate.",
+										  ERRCODE_INVALID_TEXT_REPRESENTATION);
+						lo = hex4(s + 3);
+						if (is_utf16_surrogate_first(lo))
+							unicode_error("Unicode high surrogate must not follow a high surrogate.",
+										  ERRCODE_INVALID_TEXT_REPRESENTATION);
+						if (!is_utf16_surrogate_second(lo))
+							unicode_error("Unicode low surrogate must follow a high surrogate.",
+										  ERRCODE_INVALID_TEXT_REPRESENTATION);
+						ch = surrogate_pair_to_codepoint(ch, lo);
+						s += 6;
+					}
+					else if (is_utf16_surrogate_second(ch))
+						unicode_error("Unicode low surrogate must follow a high surrogate.",
+									  ERRCODE_INVALID_TEXT_REPRESENTATION);
+					if (ch == 0)
+						unicode_error("\\u0000 cannot be converted to text.",
+									  ERRCODE_UNTRANSLATABLE_CHARACTER);
+					pg_unicode_to_server(ch, (unsigned char *) cbuf);
+					appendStringInfoString(&buf, cbuf);
+				}
+				break;
+			default:
+				/* '"', '\\' and '/' stand for themselves */
+				appendStringInfoChar(&buf, *s);
+				break;
+		}
+		s++;
+	}
+	return buf.data;
+}
+
+/* A string's text, given its quotes at start and end[-1]. */
+static inline char *
+string_between(const char *start, const char *end)
+{
+	int			len = end - start - 2;
+
+	if (memchr(start + 1, '\\', len) != NULL)
+		return json_unescape(start + 1, len);
+	return pnstrdup(start + 1, len);
+}
+
+/* The string scalar just read (the lexer has moved past it). */
+static char *
+string_value(EventParse *ep)
+{
+	return string_between(ep->val_start, ep->lex->prev_token_terminator);
+}
+
+/*
+ * The key of the field whose value is about to be read: the lexer has moved
+ * past the key and the colon, so the key is found backwards from the colon.
+ * Inside a JSON string every '"' is escaped by an odd number of
+ * backslashes, so the first quote found that is not is the opening one.
+ */
+static char *
+field_name(EventParse *ep)
+{
+	char	   *p = ep->lex->prev_token_terminator - 1;	/* the colon */
+	char	   *close;
+
+	do
+		p--;
+	while (*p != '"');
+	close = p;
+	for (;;)
+	{
+		int			n = 0;
+
+		p--;
+		if (*p != '"')
+			continue;
+		while (p[-1 - n] == '\\')
+			n++;
+		if (n % 2 == 0)
+			break;
+	}
+	return string_between(p, close + 1);
+}
+
 static JSON_ACTION_RESULT
-ev_object_field_start(void *state, char *fname, bool isnull)
+ev_object_field_start(void *state, char *unused, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
+	char	   *fname;
 
+	ep->val_start = ep->lex->token_start;
+	if (ep->depth != 1 && !ep->capture)
+		JSON_ACTION_RETURN;
+	fname = field_name(ep);
 	if (ep->depth == 1)
 	{
 		ep->field = top_field(fname);
@@ -916,6 +1088,15 @@ ev_array_end(void *state)
 }
 
 static JSON_ACTION_RESULT
+ev_array_element_start(void *state, bool isnull)
+{
+	EventParse *ep = (EventParse *) state;
+
+	ep->val_start = ep->lex->token_start;
+	JSON_ACTION_RETURN;
+}
+
+static JSON_ACTION_RESULT
 ev_array_element_end(void *state, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
@@ -1037,9 +1218,13 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 
 	if (ep->depth == 0)
 		not_an_object(json_type_name(tt), false);
-	else if (ep->depth == 1)
+	if (ep->depth >= 2 && !ep->capture)
+		JSON_ACTION_RETURN;
+	if (tt == JSON_TOKEN_STRING)
+		token = string_value(ep);
+	if (ep->depth == 1)
 		top_scalar(ep, token, tt);
-	else if (ep->capture)
+	else
 	{
 		if (ep->field == TF_EVENT_DATA && tt == JSON_TOKEN_STRING)
 		{
@@ -1213,7 +1398,7 @@ parse_event_body(EventCache *cache, char *body, int len)
 	memset(&ep, 0, sizeof(ep));
 	ep.field = TF_NONE;
 	ep.dfield = DF_NONE;
-	ep.lex = mr_json_lexer_make(body, len, true);
+	ep.lex = mr_json_lexer_make(body, len, false);
 
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &ep;
@@ -1223,6 +1408,7 @@ parse_event_body(EventCache *cache, char *body, int len)
 	sem.array_end = ev_array_end;
 	sem.object_field_start = ev_object_field_start;
 	sem.object_field_end = ev_object_field_end;
+	sem.array_element_start = ev_array_element_start;
 	sem.array_element_end = ev_array_element_end;
 	sem.scalar = ev_scalar;
 

@@ -34,6 +34,7 @@ trap 'exit 130' INT TERM
 make -s -C "$MR_TOP" PG_CONFIG="$PG_CONFIG" >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log"; exit 1; }
 mr_temp_install "$TMP/install"
 cat >"$TMP/bench.conf" <<EOF
+shared_preload_libraries = 'maileroo'
 shared_buffers = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 30min
