@@ -620,37 +620,6 @@ top_field(const char *f)
 	return TF_OTHER;
 }
 
-static DataField
-data_field(const char *f)
-{
-	switch (f[0])
-	{
-		case 't':
-			if (strcmp(f, "to") == 0)
-				return DF_TO;
-			break;
-		case 'i':
-			if (strcmp(f, "ip") == 0)
-				return DF_IP;
-			break;
-		case 'u':
-			if (strcmp(f, "user_agent") == 0)
-				return DF_USER_AGENT;
-			break;
-		case 'o':
-			if (strcmp(f, "original_url") == 0)
-				return DF_ORIGINAL_URL;
-			break;
-		case 'r':
-			if (strcmp(f, "reason") == 0)
-				return DF_REASON;
-			if (strcmp(f, "reject_reason") == 0)
-				return DF_REJECT_REASON;
-			break;
-	}
-	return DF_NONE;
-}
-
 /* Drop key f from extra, if there (a later duplicate key replaces it). */
 static void
 extra_remove(EventParse *ep, const char *f)
@@ -687,6 +656,16 @@ extra_set(EventParse *ep, char *f, JsonbValue *v)
 	ep->nextra++;
 }
 
+static void
+string_too_long(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("webhook body holds a string too long for jsonb"),
+			 errdetail("Strings stored as jsonb may hold at most %d bytes.",
+					   JENTRY_OFFLENMASK)));
+}
+
 /* A scalar token as a JsonbValue, as jsonb_in makes it. */
 static JsonbValue *
 scalar_value(char *token, JsonTokenType tt, JsonbValue *v)
@@ -697,11 +676,7 @@ scalar_value(char *token, JsonTokenType tt, JsonbValue *v)
 			v->type = jbvString;
 			v->val.string.len = strlen(token);
 			if (v->val.string.len > JENTRY_OFFLENMASK)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("webhook body holds a string too long for jsonb"),
-						 errdetail("Strings stored as jsonb may hold at most %d bytes.",
-								   JENTRY_OFFLENMASK)));
+				string_too_long();
 			v->val.string.val = token;
 			break;
 		case JSON_TOKEN_NUMBER:
@@ -890,22 +865,31 @@ json_unescape(const char *s, int len)
 	return buf.data;
 }
 
-/* A string's text, given its quotes at start and end[-1]. */
+/*
+ * A string token's contents, given its quotes at start and end[-1]: *len
+ * bytes at the returned pointer, which points into the input when there is
+ * nothing to de-escape (not NUL-terminated then), or to a de-escaped,
+ * NUL-terminated copy.
+ */
 static inline char *
-string_between(const char *start, const char *end)
+string_span(char *start, char *end, int *len)
 {
-	int			len = end - start - 2;
+	*len = end - start - 2;
+	if (memchr(start + 1, '\\', *len) != NULL)
+	{
+		char	   *s = json_unescape(start + 1, *len);
 
-	if (memchr(start + 1, '\\', len) != NULL)
-		return json_unescape(start + 1, len);
-	return pnstrdup(start + 1, len);
+		*len = strlen(s);
+		return s;
+	}
+	return start + 1;
 }
 
 /* The string scalar just read (the lexer has moved past it). */
-static char *
-string_value(EventParse *ep)
+static inline char *
+value_span(EventParse *ep, int *len)
 {
-	return string_between(ep->val_start, ep->lex->prev_token_terminator);
+	return string_span(ep->val_start, ep->lex->prev_token_terminator, len);
 }
 
 /*
@@ -915,7 +899,7 @@ string_value(EventParse *ep)
  * backslashes, so the first quote found that is not is the opening one.
  */
 static char *
-field_name(EventParse *ep)
+key_span(EventParse *ep, int *len)
 {
 	char	   *p = ep->lex->prev_token_terminator - 1;	/* the colon */
 	char	   *close;
@@ -936,38 +920,78 @@ field_name(EventParse *ep)
 		if (n % 2 == 0)
 			break;
 	}
-	return string_between(p, close + 1);
+	return string_span(p, close + 1, len);
+}
+
+static inline bool
+span_is(const char *p, int len, const char *word, int wlen)
+{
+	return len == wlen && memcmp(p, word, wlen) == 0;
+}
+
+static DataField
+data_field_span(const char *f, int len)
+{
+	switch (len)
+	{
+		case 2:
+			if (span_is(f, len, "to", 2))
+				return DF_TO;
+			if (span_is(f, len, "ip", 2))
+				return DF_IP;
+			break;
+		case 6:
+			if (span_is(f, len, "reason", 6))
+				return DF_REASON;
+			break;
+		case 10:
+			if (span_is(f, len, "user_agent", 10))
+				return DF_USER_AGENT;
+			break;
+		case 12:
+			if (span_is(f, len, "original_url", 12))
+				return DF_ORIGINAL_URL;
+			break;
+		case 13:
+			if (span_is(f, len, "reject_reason", 13))
+				return DF_REJECT_REASON;
+			break;
+	}
+	return DF_NONE;
 }
 
 static JSON_ACTION_RESULT
 ev_object_field_start(void *state, char *unused, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
-	char	   *fname;
+	char	   *key;
+	int			len;
 
 	ep->val_start = ep->lex->token_start;
 	if (ep->depth != 1 && !ep->capture)
 		JSON_ACTION_RETURN;
-	fname = field_name(ep);
+	key = key_span(ep, &len);
 	if (ep->depth == 1)
 	{
+		char	   *fname = pnstrdup(key, len);
+
 		ep->field = top_field(fname);
 		ep->fname = fname;
 		reset_field(ep, ep->field);
 	}
-	else if (ep->capture)
+	else
 	{
 		JsonbValue	v;
 
 		if (ep->depth == 2 && ep->field == TF_EVENT_DATA)
 		{
-			ep->dfield = data_field(fname);
+			ep->dfield = data_field_span(key, len);
 			if (ep->dfield != DF_NONE)
 				ep->data[ep->dfield] = NULL;
 		}
 		v.type = jbvString;
-		v.val.string.len = strlen(fname);
-		v.val.string.val = fname;
+		v.val.string.len = len;
+		v.val.string.val = key;
 		pushJsonbValue(&ep->cap, WJB_KEY, &v);
 	}
 	JSON_ACTION_RETURN;
@@ -1215,28 +1239,40 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 {
 	EventParse *ep = (EventParse *) state;
 	JsonbValue	v;
+	char	   *str = NULL;
+	int			len = 0;
 
 	if (ep->depth == 0)
 		not_an_object(json_type_name(tt), false);
 	if (ep->depth >= 2 && !ep->capture)
 		JSON_ACTION_RETURN;
 	if (tt == JSON_TOKEN_STRING)
-		token = string_value(ep);
+		str = value_span(ep, &len);
 	if (ep->depth == 1)
-		top_scalar(ep, token, tt);
-	else
 	{
-		if (ep->field == TF_EVENT_DATA && tt == JSON_TOKEN_STRING)
+		top_scalar(ep, tt == JSON_TOKEN_STRING ? pnstrdup(str, len) : token, tt);
+		JSON_ACTION_RETURN;
+	}
+	if (tt == JSON_TOKEN_STRING)
+	{
+		if (ep->field == TF_EVENT_DATA)
 		{
 			if (ep->depth == 2 && ep->dfield != DF_NONE)
-				ep->data[ep->dfield] = token;
+				ep->data[ep->dfield] = pnstrdup(str, len);
 			else if (ep->depth == 3 && ep->to_array && ep->to_index == 0)
-				ep->data[DF_TO] = token;
+				ep->data[DF_TO] = pnstrdup(str, len);
 		}
-		pushJsonbValue(&ep->cap,
-					   ep->cap->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
-					   scalar_value(token, tt, &v));
+		v.type = jbvString;
+		v.val.string.len = len;
+		v.val.string.val = str;
+		if (len > JENTRY_OFFLENMASK)
+			string_too_long();
 	}
+	else
+		scalar_value(token, tt, &v);
+	pushJsonbValue(&ep->cap,
+				   ep->cap->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
+				   &v);
 	JSON_ACTION_RETURN;
 }
 
@@ -1575,9 +1611,10 @@ event_cache(FunctionCallInfo fcinfo)
 	cache = palloc0(sizeof(EventCache));
 	cache->tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
 	cache->empty_object = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	/* a keeper block large enough that a typical event needs no malloc */
 	cache->scratch = AllocSetContextCreate(fcinfo->flinfo->fn_mcxt,
 										   "maileroo event parse",
-										   ALLOCSET_DEFAULT_SIZES);
+										   0, 64 * 1024, ALLOCSET_DEFAULT_MAXSIZE);
 	fcinfo->flinfo->fn_extra = cache;
 	MemoryContextSwitchTo(old);
 	return cache;

@@ -40,6 +40,7 @@ max_wal_size = 4GB
 checkpoint_timeout = 30min
 synchronous_commit = off
 jit = off
+autovacuum = off
 EOF
 mr_start_cluster "$TMP/pg" "$(mr_free_port)" "$TMP/bench.conf"
 PSQL=("$MR_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d postgres)
