@@ -5,6 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
+	src/maileroo_outbox.o \
 	src/maileroo_worker.o
 
 # One install script, assembled from the topic files under sql/install/.
