@@ -816,8 +816,6 @@ mr_start_claimed(void)
 			if (job->easy == NULL)
 				elog(ERROR, "curl_easy_init failed");
 		}
-		else
-			curl_easy_reset(job->easy);
 		memset(&job->buf, 0, sizeof(job->buf));
 		maileroo_http_prepare(job->easy, "POST", job->path, job->body,
 							  &job->headers, &job->buf, false);
@@ -962,21 +960,15 @@ mr_apply_concurrency(void)
 {
 	int			conc = maileroo_concurrency;
 
-	if (conc > mr_njobs_alloc)
+	/*
+	 * Transfers point at their job (CURLOPT_PRIVATE, the write buffer), so
+	 * the table never moves: it is sized for the largest concurrency once.
+	 */
+	if (mr_jobs == NULL)
 	{
-		MrJob	   *jobs = MemoryContextAllocZero(TopMemoryContext, sizeof(MrJob) * conc);
-
-		if (mr_jobs)
-		{
-			memcpy(jobs, mr_jobs, sizeof(MrJob) * mr_njobs_alloc);
-			/* in-flight easy handles point at the old entries */
-			for (int i = 0; i < mr_njobs_alloc; i++)
-				if (jobs[i].easy)
-					curl_easy_setopt(jobs[i].easy, CURLOPT_PRIVATE, (void *) &jobs[i]);
-			pfree(mr_jobs);
-		}
-		mr_jobs = jobs;
-		mr_njobs_alloc = conc;
+		mr_jobs = MemoryContextAllocZero(TopMemoryContext,
+										 sizeof(MrJob) * MAILEROO_MAX_CONCURRENCY);
+		mr_njobs_alloc = MAILEROO_MAX_CONCURRENCY;
 	}
 	if (conc != mr_multi_concurrency)
 	{
@@ -1200,8 +1192,7 @@ maileroo_worker_main(Datum main_arg)
 			(errmsg("maileroo delivery worker started for database \"%s\"",
 					mr_dbname)));
 
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		elog(ERROR, "curl_global_init failed");
+	maileroo_http_global_init();
 	mr_multi = curl_multi_init();
 	if (mr_multi == NULL)
 		elog(ERROR, "curl_multi_init failed");
