@@ -565,7 +565,7 @@ mr_ensure_plans(void)
 									"UPDATE @.maileroo_outbox o"
 									"   SET status = r.status,"
 									"       last_http_status = r.http,"
-									"       last_error = r.err,"
+									"       last_error = coalesce(r.err, o.last_error),"
 									"       response = r.resp::jsonb,"
 									"       sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE o.sent_at END,"
 									"       next_attempt_at = CASE WHEN r.status = 'retrying'"
