@@ -754,12 +754,13 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 			}
 		}
 
-		if (*nclaimed < claim_n)
+		if (claim_n == 0 || *nclaimed < claim_n)
 		{
 			bool		isnull;
 			Datum		d;
 
-			if (SPI_execute_plan(mr_plan_next_due, NULL, NULL, true, 1) != SPI_OK_SELECT)
+			/* Not read-only: it must see the rows just updated. */
+			if (SPI_execute_plan(mr_plan_next_due, NULL, NULL, false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read the outbox");
 			d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			*next_due_ms = isnull ? -1 : Max(0.0, DatumGetFloat8(d));
@@ -1319,13 +1320,21 @@ maileroo_worker_main(Datum main_arg)
 							last_busy = now;
 						mr_start_claimed();
 						mr_note_progress(0, 0);
-						if (due_ms >= -1)
+					}
+					if (due_ms >= -1)
+					{
+						/* When the next row falls due (or a safety poll). */
+						TimestampTz t = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																	due_ms >= 0 ? (int64) ceil(due_ms) : MR_IDLE_POLL_MS);
+
+						if (do_claim)
 						{
-							/* No due row left behind: sleep until the next one. */
+							/* No due row left behind. */
 							want_claim = false;
-							next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																   due_ms >= 0 ? (int64) ceil(due_ms) : MR_IDLE_POLL_MS);
+							next_due = t;
 						}
+						else if (next_due == 0 || t < next_due)
+							next_due = t;
 					}
 				}
 			}
