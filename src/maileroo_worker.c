@@ -108,6 +108,7 @@
 #define MR_BACKOFF_CAP_MS	(15 * 60 * 1000)	/* ... growing to 15 min */
 #define MR_RETRY_AFTER_CAP_MS (24 * 3600 * 1000)
 
+#define MR_RESTART_SECONDS	5		/* static worker restart delay */
 #define MR_WORKER_TYPE		"maileroo delivery worker"
 
 /* Shared memory, present only when the library is preloaded. */
@@ -186,8 +187,8 @@ mr_worker_template(BackgroundWorker *bgw, Oid dboid)
 
 /*
  * Called by _PG_init.  When preloaded: request shared memory and register
- * the static worker for maileroo.database_name, restarted 10 s after it
- * exits with an error (at once after a crash).
+ * the static worker for maileroo.database_name, restarted MR_RESTART_SECONDS
+ * after it exits (at once after a crash).
  */
 void
 maileroo_worker_init(void)
@@ -207,7 +208,7 @@ maileroo_worker_init(void)
 	shmem_startup_hook = mr_shmem_startup;
 
 	mr_worker_template(&bgw, InvalidOid);
-	bgw.bgw_restart_time = 10;
+	bgw.bgw_restart_time = MR_RESTART_SECONDS;
 	snprintf(bgw.bgw_name, BGW_MAXLEN, MR_WORKER_TYPE " for database %s",
 			 maileroo_database_name);
 	RegisterBackgroundWorker(&bgw);
@@ -1389,7 +1390,13 @@ maileroo_worker_main(Datum main_arg)
 	for (int i = 0; i < mr_njobs_alloc; i++)
 		if (mr_jobs[i].easy)
 			curl_easy_cleanup(mr_jobs[i].easy);
-	proc_exit(0);
+
+	/*
+	 * Exit code 1 has the postmaster start the static worker again after
+	 * bgw_restart_time (say after pg_terminate_backend); 0 unregisters a
+	 * dynamic one for good.
+	 */
+	proc_exit(mr_dynamic ? 0 : 1);
 }
 
 /* ----------------------------------------------------------------------
