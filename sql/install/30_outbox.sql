@@ -29,7 +29,6 @@ CREATE INDEX maileroo_outbox_due_idx ON maileroo_outbox (next_attempt_at)
 	WHERE status IN ('queued', 'retrying');
 CREATE INDEX maileroo_outbox_sending_idx ON maileroo_outbox (lease_until)
 	WHERE status = 'sending';
-CREATE INDEX maileroo_outbox_created_at_idx ON maileroo_outbox (created_at);
 
 COMMENT ON TABLE maileroo_outbox IS 'Mail queued by maileroo_send, one row per message, with its delivery state';
 
