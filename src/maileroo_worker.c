@@ -377,6 +377,8 @@ mr_xact_callback(XactEvent event, void *arg)
 				}
 			}
 			/* FALLTHROUGH */
+		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED runs elsewhere: the safety poll finds it. */
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			mr_xact_queued = false;
