@@ -42,7 +42,8 @@
 typedef struct MrOutboxCache
 {
 	Oid			relid;
-	SPIPlanPtr	insert_plan;
+	SPIPlanPtr	insert_plan;	/* plain INSERT, for generated ids */
+	SPIPlanPtr	insert_given_plan;	/* ON CONFLICT DO NOTHING, for given ids */
 	SPIPlanPtr	cancel_plan;
 } MrOutboxCache;
 
@@ -82,13 +83,21 @@ mr_outbox_lookup(FunctionCallInfo fcinfo, Oid *owner)
 		Oid			cancel_args[3] = {TEXTOID, NAMEOID, BOOLOID};
 		char	   *sql;
 		SPIPlanPtr	insert_plan,
+					insert_given_plan,
 					cancel_plan;
 
+		/*
+		 * A generated reference_id (96 random bits) cannot collide: it skips
+		 * the speculative insertion that a given one needs.
+		 */
 		sql = psprintf("INSERT INTO %s (reference_id, endpoint, request, status, queued_by, last_error)"
-					   " VALUES ($1, $2, $3::pg_catalog.json, $4, $5, $6)"
-					   " ON CONFLICT (reference_id) DO NOTHING", qname);
+					   " VALUES ($1, $2, $3::pg_catalog.json, $4, $5, $6)", qname);
 		insert_plan = SPI_prepare(sql, 6, insert_args);
 		if (insert_plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		sql = psprintf("%s ON CONFLICT (reference_id) DO NOTHING", sql);
+		insert_given_plan = SPI_prepare(sql, 6, insert_args);
+		if (insert_given_plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		sql = psprintf("UPDATE %s SET status = 'cancelled', lease_until = NULL,"
 					   " last_error = 'cancelled by ' || $2"
@@ -98,13 +107,17 @@ mr_outbox_lookup(FunctionCallInfo fcinfo, Oid *owner)
 		if (cancel_plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 		SPI_keepplan(insert_plan);
+		SPI_keepplan(insert_given_plan);
 		SPI_keepplan(cancel_plan);
 
 		if (mr_cache.insert_plan)
 			SPI_freeplan(mr_cache.insert_plan);
+		if (mr_cache.insert_given_plan)
+			SPI_freeplan(mr_cache.insert_given_plan);
 		if (mr_cache.cancel_plan)
 			SPI_freeplan(mr_cache.cancel_plan);
 		mr_cache.insert_plan = insert_plan;
+		mr_cache.insert_given_plan = insert_given_plan;
 		mr_cache.cancel_plan = cancel_plan;
 		mr_cache.relid = relid;
 	}
@@ -172,7 +185,9 @@ mr_queue(FunctionCallInfo fcinfo, bool is_template)
 		args[5] = CStringGetTextDatum("not sent: every recipient is on the suppression list");
 		nulls[5] = ' ';
 	}
-	n = mr_run_as_owner(mr_cache.insert_plan, owner, args, nulls, SPI_OK_INSERT);
+	/* Argument 13 is reference_id in both signatures. */
+	n = mr_run_as_owner(PG_ARGISNULL(13) ? mr_cache.insert_plan : mr_cache.insert_given_plan,
+						owner, args, nulls, SPI_OK_INSERT);
 	SPI_finish();
 
 	if (n == 0)

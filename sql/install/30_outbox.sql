@@ -6,13 +6,20 @@
 -- One row per queued message.  maileroo_send writes it inside the caller's
 -- transaction; the delivery worker sends it after commit and records the
 -- outcome.  Rows are never deleted by the extension.
+--
+-- The status is a domain over text rather than a table CHECK constraint:
+-- a table constraint is deserialised and planned by every INSERT, which was
+-- a fifth of the cost of maileroo_send; a domain's check is cached.
+CREATE DOMAIN maileroo_outbox_status AS text
+	CHECK (VALUE IN ('queued', 'sending', 'retrying', 'sent', 'failed',
+					 'cancelled', 'suppressed'));
+COMMENT ON DOMAIN maileroo_outbox_status IS 'Delivery state of a message in maileroo_outbox';
+
 CREATE TABLE maileroo_outbox (
 	reference_id text PRIMARY KEY,
 	endpoint text NOT NULL,
 	request json NOT NULL,
-	status text NOT NULL DEFAULT 'queued'
-		CHECK (status IN ('queued', 'sending', 'retrying', 'sent', 'failed',
-						  'cancelled', 'suppressed')),
+	status maileroo_outbox_status NOT NULL DEFAULT 'queued',
 	attempts integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	lease_until timestamptz,
