@@ -664,12 +664,12 @@ maileroo_http_judge(CURLcode code, long http_status,
 	if (is_json && env.message)
 		result->message = sanitize(env.message, strlen(env.message));
 	else if (is_json)
-		result->message = psprintf("HTTP %ld without a message", http_status);
+		result->message = pstrdup("the response has no message");
 	else if (data == NULL || len == 0)
-		result->message = psprintf("HTTP %ld with an empty body", http_status);
+		result->message = pstrdup("the response is empty");
 	else
-		result->message = psprintf("HTTP %ld with a body that is not a Maileroo response: %s",
-								   http_status, excerpt(data, len));
+		result->message = psprintf("the response is not a JSON object: %s",
+								   excerpt(data, len));
 
 	if (http_status >= 200 && http_status < 300)
 	{
@@ -681,8 +681,7 @@ maileroo_http_judge(CURLcode code, long http_status,
 		{
 			result->outcome = MR_OUTCOME_UNKNOWN;
 			if (is_json)
-				result->message = psprintf("HTTP %ld with a response that has no boolean \"success\"",
-										   http_status);
+				result->message = pstrdup("the response has no boolean \"success\"");
 		}
 	}
 	else if (http_status == 408 || http_status == 429 || http_status >= 500)
@@ -789,8 +788,8 @@ maileroo_http_raise(const MailerooResult *result, const char *what)
 	if (result->outcome == MR_OUTCOME_UNKNOWN)
 		ereport(ERROR,
 				(errcode(MR_SQLSTATE_UNKNOWN),
-				 errmsg("Maileroo's answer to the %s was not understood", what),
-				 errdetail("HTTP status %ld: %s", status, msg),
+				 errmsg("Maileroo's answer to the %s was not understood: %s", what, msg),
+				 errdetail("HTTP status %ld.", status),
 				 errhint("Maileroo may have accepted it; check before retrying.")));
 	if (status == 401 || status == 403)
 		ereport(ERROR,
