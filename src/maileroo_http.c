@@ -144,12 +144,20 @@ header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-/* Abort the transfer when the backend is asked to cancel or die. */
+/*
+ * Abort the transfer when the backend is asked to cancel or die, but only
+ * when CHECK_FOR_INTERRUPTS() will then act on it: with interrupts held off
+ * the request runs to its own end.
+ */
 static int
 progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 			curl_off_t ultotal, curl_off_t ulnow)
 {
-	if (QueryCancelPending || ProcDiePending)
+	if (!InterruptPending)
+		return 0;
+	if (ProcDiePending && InterruptHoldoffCount == 0 && CritSectionCount == 0)
+		return 1;
+	if (QueryCancelPending && INTERRUPTS_CAN_BE_PROCESSED())
 		return 1;
 	return 0;
 }
@@ -750,11 +758,6 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 		if (code == CURLE_OK)
 			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 
-		/* The list and the buffer must not stay attached to the handle. */
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
-
 		if (code == CURLE_ABORTED_BY_CALLBACK)
 			CHECK_FOR_INTERRUPTS();
 
@@ -762,8 +765,12 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 	}
 	PG_FINALLY();
 	{
+		/* Nothing of this call may stay attached to the kept handle. */
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
 		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
+		curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
 		curl_slist_free_all(headers);
 		maileroo_http_buffer_reset(&buf);
 	}
