@@ -920,8 +920,11 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 
 	/* Reference id and schedule. */
 	if (!arg_null(fcinfo, ARG_REFERENCE_ID))
-		req->reference_id = maileroo_check_reference_id(
-														TextDatumGetCString(PG_GETARG_DATUM(ARG_REFERENCE_ID)));
+	{
+		char	   *given = TextDatumGetCString(PG_GETARG_DATUM(ARG_REFERENCE_ID));
+
+		req->reference_id = maileroo_check_reference_id(given);
+	}
 	else
 		req->reference_id = maileroo_new_reference_id();
 
