@@ -1,7 +1,8 @@
 # Synchronous sends against a Maileroo that never answers: statement_timeout,
 # query cancel and termination interrupt them within about a second, and the
-# backend stays usable.  The API key stays hidden from a non-superuser: not
-# in SHOW, pg_settings, pg_stat_activity, an error or the server log.
+# backend stays usable.  A server whose certificate does not verify is
+# refused.  The API key stays hidden from a non-superuser: not in SHOW,
+# pg_settings, pg_stat_activity, an error or the server log.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -9,6 +10,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use IPC::Run ();
+use IO::Socket::INET;
 use MailerooTest;
 
 # A long timeout, so that only an interrupt can end a hung request early.
@@ -92,6 +94,37 @@ $bg->{h}->finish;
 $elapsed = time - $t0;
 like(${ $bg->{err} }, qr/terminating connection due to administrator command/, 'pg_terminate_backend ends a hung send');
 cmp_ok($elapsed, '<', 3, "within about a second (${elapsed}s)");
+
+# TLS certificates are verified: a self-signed server is refused before any
+# request (and so the key) is sent.
+my $tls_dir = PostgreSQL::Test::Utils::tempdir();
+my $tls_port = PostgreSQL::Test::Cluster::get_free_port();
+my ($req_out, $req_err);
+IPC::Run::run(
+	[ 'openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+		'-subj', '/CN=127.0.0.1', '-keyout', "$tls_dir/key.pem", '-out', "$tls_dir/cert.pem" ],
+	'>', \$req_out, '2>', \$req_err) or die "openssl req failed: $req_err";
+my ($tls_out, $tls_err) = ('', '');
+my $tls = IPC::Run::start(
+	[ 'openssl', 's_server', '-quiet', '-accept', "127.0.0.1:$tls_port", '-cert', "$tls_dir/cert.pem",
+		'-key', "$tls_dir/key.pem", '-www' ],
+	'>', \$tls_out, '2>', \$tls_err);
+my $tls_up = 0;
+for (1 .. 100)
+{
+	if (IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $tls_port, Proto => 'tcp'))
+	{
+		$tls_up = 1;
+		last;
+	}
+	select(undef, undef, undef, 0.05);
+}
+ok($tls_up, 'a TLS server with a self-signed certificate is up');
+($ret, $out, $err) = $node->psql('postgres',
+	"SET maileroo.api_url = 'https://127.0.0.1:$tls_port/api/v2';\n$send");
+like($err, qr/could not reach Maileroo: SSL peer certificate or SSH remote key was not OK/,
+	'its certificate is refused, with a message that says why');
+$tls->kill_kill;
 
 # The key, as a role allowed to send.
 my $as_sender = sub {
