@@ -489,7 +489,7 @@ sanitize(const char *s, size_t len)
 			int			l = pg_encoding_mblen(encoding, s + i);
 
 			if (l > 0 && i + l <= len &&
-				pg_encoding_verifymbchar(encoding, s + i, l) == l)
+				pg_verify_mbstr(encoding, s + i, l, true))
 			{
 				memcpy(out + o, s + i, l);
 				o += l;
