@@ -144,12 +144,20 @@ header_cb(char *ptr, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
-/* Abort the transfer when the backend is asked to cancel or die. */
+/*
+ * Abort the transfer when the backend is asked to cancel or die, but only
+ * when CHECK_FOR_INTERRUPTS() will then act on it: with interrupts held off
+ * the request runs to its own end.
+ */
 static int
 progress_cb(void *clientp, curl_off_t dltotal, curl_off_t dlnow,
 			curl_off_t ultotal, curl_off_t ulnow)
 {
-	if (QueryCancelPending || ProcDiePending)
+	if (!InterruptPending)
+		return 0;
+	if (ProcDiePending && InterruptHoldoffCount == 0 && CritSectionCount == 0)
+		return 1;
+	if (QueryCancelPending && INTERRUPTS_CAN_BE_PROCESSED())
 		return 1;
 	return 0;
 }
@@ -481,7 +489,7 @@ sanitize(const char *s, size_t len)
 			int			l = pg_encoding_mblen(encoding, s + i);
 
 			if (l > 0 && i + l <= len &&
-				pg_encoding_verifymbchar(encoding, s + i, l) == l)
+				pg_verify_mbstr(encoding, s + i, l, true))
 			{
 				memcpy(out + o, s + i, l);
 				o += l;
@@ -664,12 +672,12 @@ maileroo_http_judge(CURLcode code, long http_status,
 	if (is_json && env.message)
 		result->message = sanitize(env.message, strlen(env.message));
 	else if (is_json)
-		result->message = psprintf("HTTP %ld without a message", http_status);
+		result->message = pstrdup("the response has no message");
 	else if (data == NULL || len == 0)
-		result->message = psprintf("HTTP %ld with an empty body", http_status);
+		result->message = pstrdup("the response is empty");
 	else
-		result->message = psprintf("HTTP %ld with a body that is not a Maileroo response: %s",
-								   http_status, excerpt(data, len));
+		result->message = psprintf("the response is not a JSON object: %s",
+								   excerpt(data, len));
 
 	if (http_status >= 200 && http_status < 300)
 	{
@@ -681,8 +689,7 @@ maileroo_http_judge(CURLcode code, long http_status,
 		{
 			result->outcome = MR_OUTCOME_UNKNOWN;
 			if (is_json)
-				result->message = psprintf("HTTP %ld with a response that has no boolean \"success\"",
-										   http_status);
+				result->message = pstrdup("the response has no boolean \"success\"");
 		}
 	}
 	else if (http_status == 408 || http_status == 429 || http_status >= 500)
@@ -751,11 +758,6 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 		if (code == CURLE_OK)
 			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 
-		/* The list and the buffer must not stay attached to the handle. */
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
-		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
-
 		if (code == CURLE_ABORTED_BY_CALLBACK)
 			CHECK_FOR_INTERRUPTS();
 
@@ -763,8 +765,12 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 	}
 	PG_FINALLY();
 	{
+		/* Nothing of this call may stay attached to the kept handle. */
 		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, NULL);
 		curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, NULL);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(easy, CURLOPT_WRITEDATA, NULL);
+		curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
 		curl_slist_free_all(headers);
 		maileroo_http_buffer_reset(&buf);
 	}
@@ -789,8 +795,8 @@ maileroo_http_raise(const MailerooResult *result, const char *what)
 	if (result->outcome == MR_OUTCOME_UNKNOWN)
 		ereport(ERROR,
 				(errcode(MR_SQLSTATE_UNKNOWN),
-				 errmsg("Maileroo's answer to the %s was not understood", what),
-				 errdetail("HTTP status %ld: %s", status, msg),
+				 errmsg("Maileroo's answer to the %s was not understood: %s", what, msg),
+				 errdetail("HTTP status %ld.", status),
 				 errhint("Maileroo may have accepted it; check before retrying.")));
 	if (status == 401 || status == 403)
 		ereport(ERROR,

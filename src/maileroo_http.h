@@ -59,7 +59,9 @@ typedef struct MailerooResult
  * timeouts from the settings, CURLOPT_NOSIGNAL, and the write/header
  * callbacks into buf.  When interruptible is true a progress callback aborts
  * the transfer on query cancel or termination.  Raises ERROR when no API key
- * is set.
+ * is set or it holds a control character (never quoting it).
+ * CURLOPT_ERRORBUFFER points at buf->errbuf, so buf must stay where it is
+ * until the transfer ends.
  */
 extern void maileroo_http_prepare(CURL *easy, const char *method,
 								  const char *path, const char *body,

@@ -370,6 +370,10 @@ append_address_field(StringInfo buf, const char *key, List *list,
  * ----------------------------------------------------------------
  */
 
+/* The prepared suppressions lookup, kept for the backend, and its table. */
+static SPIPlanPtr suppressions_plan = NULL;
+static Oid	suppressions_relid = InvalidOid;
+
 /*
  * Drop suppressed recipients from *to, *cc and *bcc, unless ignore is set.
  * The suppression list is the table maileroo_suppressions (column address)
@@ -397,7 +401,6 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 	Datum	   *elems;
 	int			nelems = 0;
 	ListCell   *lc;
-	char	   *query;
 	List	   *volatile suppressed = NIL;
 
 	if (ignore || fcinfo->flinfo == NULL)
@@ -425,10 +428,6 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		elems[nelems++] = CStringGetTextDatum(a->address);
 	}
 
-	query = psprintf("SELECT lower(s.address) FROM %s.maileroo_suppressions s "
-					 "WHERE lower(s.address) = ANY (SELECT lower(a) FROM unnest($1::text[]) a)",
-					 quote_identifier(get_namespace_name(nsp)));
-
 	{
 		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 
@@ -437,6 +436,7 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 		ReleaseSysCache(tup);
 	}
+
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
@@ -452,7 +452,26 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 													-1, false, TYPALIGN_INT));
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args(query, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		if (suppressions_plan == NULL || suppressions_relid != relid)
+		{
+			char	   *query;
+			SPIPlanPtr	plan;
+
+			query = psprintf("SELECT lower(s.address) FROM %s.maileroo_suppressions s "
+							 "WHERE lower(s.address) = ANY (SELECT lower(a) FROM unnest($1::text[]) a)",
+							 quote_identifier(get_namespace_name(nsp)));
+			plan = SPI_prepare(query, 1, argtypes);
+			if (plan == NULL)
+				elog(ERROR, "could not prepare the suppressions query: %s",
+					 SPI_result_code_string(SPI_result));
+			if (suppressions_plan != NULL)
+				SPI_freeplan(suppressions_plan);
+			suppressions_plan = NULL;
+			SPI_keepplan(plan);
+			suppressions_plan = plan;
+			suppressions_relid = relid;
+		}
+		if (SPI_execute_plan(suppressions_plan, values, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read maileroo_suppressions");
 		for (r = 0; r < SPI_processed; r++)
 		{
@@ -901,8 +920,11 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 
 	/* Reference id and schedule. */
 	if (!arg_null(fcinfo, ARG_REFERENCE_ID))
-		req->reference_id = maileroo_check_reference_id(
-														TextDatumGetCString(PG_GETARG_DATUM(ARG_REFERENCE_ID)));
+	{
+		char	   *given = TextDatumGetCString(PG_GETARG_DATUM(ARG_REFERENCE_ID));
+
+		req->reference_id = maileroo_check_reference_id(given);
+	}
 	else
 		req->reference_id = maileroo_new_reference_id();
 
