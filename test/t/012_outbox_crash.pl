@@ -7,7 +7,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(time usleep);
 use MailerooTest;
 use MailerooOutbox;
 
@@ -94,6 +94,25 @@ $node->poll_query_until('postgres',
 $pid = $node->safe_psql('postgres', 'SELECT pid FROM maileroo_worker_status()');
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 check('Terminated', 600);
+
+# A fast shutdown while a request hangs: the server does not wait for the
+# answer, and the message goes out after the restart.
+mock_reset();
+mock_rule({ path => '/emails', mode => 'hang', times => 0 });
+my $ref = ref_id(500);
+$node->safe_psql('postgres',
+	"SELECT maileroo_send('shop\@example.com', 'jane\@example.org', 'Hang', plain => 'hi', reference_id => '$ref')");
+$node->poll_query_until('postgres', "SELECT status = 'sending' FROM maileroo_outbox WHERE reference_id = '$ref'")
+  or diag('not in flight');
+my $t0 = time;
+$node->stop('fast');
+my $took = time - $t0;
+cmp_ok($took, '<', 3, "a fast shutdown does not wait for a hung request (${took}s)");
+mock_delete('/_mock/rules');
+$node->start;
+my $row = wait_final($node, $ref);
+is($row->{status}, 'sent', 'the interrupted message is sent after the restart');
+like($row->{error}, qr/^delivery was interrupted/, 'and says it was interrupted');
 
 $node->stop('fast');
 done_testing();
