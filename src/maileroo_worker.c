@@ -639,7 +639,7 @@ mr_text_array(char **vals, int n)
 }
 
 /*
- * The transaction step: record the pending outcomes, optionally turn
+ * The transaction step: record the pending outcomes, then optionally turn
  * orphaned 'sending' rows back into 'retrying', then claim up to claim_n
  * due rows into free job slots and start their transfers.  Sets
  * *next_due_ms to the delay before the next due row (or -1 when none) when
@@ -667,14 +667,6 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 	ext_ok = mr_ensure_plans();
 	if (ext_ok)
 	{
-		if (orphans_all || orphans_expired)
-		{
-			Datum		arg = BoolGetDatum(orphans_all);
-
-			if (SPI_execute_plan(mr_plan_orphans, &arg, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not requeue interrupted messages");
-		}
-
 		if (mr_npending > 0)
 		{
 			int			n = mr_npending;
@@ -716,6 +708,15 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 													  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 			if (SPI_execute_plan(mr_plan_record, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not record delivery outcomes");
+		}
+
+		/* After the outcomes: what is still 'sending' now has none. */
+		if (orphans_all || orphans_expired)
+		{
+			Datum		arg = BoolGetDatum(orphans_all);
+
+			if (SPI_execute_plan(mr_plan_orphans, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not requeue interrupted messages");
 		}
 
 		if (claim_n > 0)
