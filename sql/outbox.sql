@@ -67,6 +67,26 @@ ROLLBACK TO q;
 RESET ROLE;
 SELECT reference_id, status, queued_by FROM maileroo_outbox ORDER BY reference_id;
 ROLLBACK;
+-- The statements run as the outbox owner resolve nothing through the
+-- caller's search_path: an operator planted ahead of pg_catalog is not used.
+CREATE SCHEMA regress_outbox_trap AUTHORIZATION regress_outbox_alice;
+\c
+SET ROLE regress_outbox_alice;
+CREATE FUNCTION regress_outbox_trap.name_eq(name, name) RETURNS boolean
+	LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE 'trap ran as %', current_user; RETURN $1::text = $2::text; END$$;
+CREATE OPERATOR regress_outbox_trap.= (LEFTARG = name, RIGHTARG = name, FUNCTION = regress_outbox_trap.name_eq);
+CREATE FUNCTION regress_outbox_trap.text_eq(text, text) RETURNS boolean
+	LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE 'trap ran as %', current_user; RETURN $1 OPERATOR(pg_catalog.=) $2; END$$;
+CREATE OPERATOR regress_outbox_trap.= (LEFTARG = text, RIGHTARG = text, FUNCTION = regress_outbox_trap.text_eq);
+SET search_path = regress_outbox_trap, pg_catalog, public;
+BEGIN;
+SELECT public.maileroo_send('shop@example.com', 'jane@example.org', 'Trap', plain => 'hi',
+                            reference_id => 'aaaaaaaaaaaaaaaaaaaaaaa6');
+SELECT public.maileroo_cancel('aaaaaaaaaaaaaaaaaaaaaaa6') AS cancelled;
+ROLLBACK;
+RESET search_path;
+RESET ROLE;
+DROP SCHEMA regress_outbox_trap CASCADE;
 -- Without EXECUTE, nothing.
 SET ROLE regress_outbox_bob;
 SELECT maileroo_worker_status();

@@ -50,6 +50,23 @@ typedef struct MrOutboxCache
 static MrOutboxCache mr_cache;
 
 /*
+ * SPI_prepare, raising on failure.  The statements run as the outbox owner
+ * and the caller controls search_path (a cached plan is analysed again
+ * whenever search_path changes), so they name every table, type and
+ * operator with its schema: nothing resolves through a schema the caller
+ * could have planted ahead of pg_catalog.
+ */
+static SPIPlanPtr
+mr_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/*
  * Find maileroo_outbox next to the called function; returns its OID and
  * owner.  Prepares the plans when the table is new to this backend (after
  * CREATE EXTENSION, or DROP and CREATE again).  Must be called with SPI
@@ -92,20 +109,16 @@ mr_outbox_lookup(FunctionCallInfo fcinfo, Oid *owner)
 		 */
 		sql = psprintf("INSERT INTO %s (reference_id, endpoint, request, status, queued_by, last_error)"
 					   " VALUES ($1, $2, $3::pg_catalog.json, $4, $5, $6)", qname);
-		insert_plan = SPI_prepare(sql, 6, insert_args);
-		if (insert_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		insert_plan = mr_prepare(sql, 6, insert_args);
 		sql = psprintf("%s ON CONFLICT (reference_id) DO NOTHING", sql);
-		insert_given_plan = SPI_prepare(sql, 6, insert_args);
-		if (insert_given_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		insert_given_plan = mr_prepare(sql, 6, insert_args);
 		sql = psprintf("UPDATE %s SET status = 'cancelled', lease_until = NULL,"
-					   " last_error = 'cancelled by ' || $2"
-					   " WHERE reference_id = $1 AND status IN ('queued', 'retrying')"
-					   " AND ($3 OR queued_by = $2)", qname);
-		cancel_plan = SPI_prepare(sql, 3, cancel_args);
-		if (cancel_plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+					   " last_error = 'cancelled by '::pg_catalog.text OPERATOR(pg_catalog.||) $2::pg_catalog.text"
+					   " WHERE reference_id OPERATOR(pg_catalog.=) $1"
+					   " AND (status::pg_catalog.text OPERATOR(pg_catalog.=) 'queued'::pg_catalog.text"
+					   "   OR status::pg_catalog.text OPERATOR(pg_catalog.=) 'retrying'::pg_catalog.text)"
+					   " AND ($3 OR queued_by OPERATOR(pg_catalog.=) $2)", qname);
+		cancel_plan = mr_prepare(sql, 3, cancel_args);
 		SPI_keepplan(insert_plan);
 		SPI_keepplan(insert_given_plan);
 		SPI_keepplan(cancel_plan);

@@ -1165,6 +1165,9 @@ maileroo_worker_main(Datum main_arg)
 
 	pgstat_report_appname(MR_WORKER_TYPE);
 
+	/* The worker is a superuser: resolve nothing through user schemas. */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
 	/*
 	 * One worker per database: a dynamic worker gives way to the one already
 	 * serving (after waking it); the static worker waits for its turn.
