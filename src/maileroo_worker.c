@@ -1274,7 +1274,7 @@ maileroo_worker_main(Datum main_arg)
 		conc = maileroo_concurrency;
 		free_slots = Min(conc, mr_njobs_alloc) - mr_in_flight;
 		do_claim = want_claim && !ext_missing && !paused && free_slots > 0 &&
-			(mr_in_flight == 0 || free_slots >= Max(1, conc / 8));
+			(mr_in_flight == 0 || free_slots >= Max(1, conc / 16));
 		if (do_claim && (maileroo_api_key == NULL || maileroo_api_key[0] == '\0'))
 		{
 			mr_note_error("maileroo.api_key is not set: queued mail waits until it is");
