@@ -225,8 +225,9 @@ static pid_t mr_xact_worker_pid = 0;
 static BackgroundWorkerHandle *mr_xact_handle = NULL;
 static bool mr_xact_callback_registered = false;
 
-/* Per backend: the worker last seen serving this database. */
+/* Per backend: the worker last seen serving this database, and its name. */
 static pid_t mr_cached_worker_pid = 0;
+static char mr_backend_dbname[NAMEDATALEN];
 
 /* Is pid a live process connected to this database? */
 static bool
@@ -324,8 +325,8 @@ mr_launch_worker(bool warn)
 
 	mr_worker_template(&bgw, MyDatabaseId);
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(bgw.bgw_name, BGW_MAXLEN, MR_WORKER_TYPE " for database %u",
-			 MyDatabaseId);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, MR_WORKER_TYPE " for database %s",
+			 mr_backend_dbname);
 
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
@@ -335,7 +336,7 @@ mr_launch_worker(bool warn)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("no delivery worker can be started for database \"%s\"",
-							get_database_name(MyDatabaseId)),
+							mr_backend_dbname),
 					 errdetail("Every background worker slot is in use (max_worker_processes is %d); the message stays queued and is sent when a delivery worker starts.",
 							   max_worker_processes),
 					 errhint("Raise max_worker_processes, or preload maileroo (shared_preload_libraries) with maileroo.database_name set to this database.")));
@@ -404,6 +405,8 @@ maileroo_outbox_wake_at_commit(void)
 
 	if (!mr_xact_callback_registered)
 	{
+		/* Known now, for a worker started where catalogs cannot be read. */
+		strlcpy(mr_backend_dbname, get_database_name(MyDatabaseId), NAMEDATALEN);
 		RegisterXactCallback(mr_xact_callback, NULL);
 		mr_xact_callback_registered = true;
 	}
@@ -538,12 +541,14 @@ mr_ensure_plans(void)
 		char		sql[128];
 		bool		isnull;
 
+		Datum		nsp;
+
 		snprintf(sql, sizeof(sql),
 				 "SELECT extnamespace FROM pg_catalog.pg_extension WHERE oid = %u", ext);
 		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			return false;
-		schema = quote_identifier(get_namespace_name(DatumGetObjectId(
-																	  SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))));
+		nsp = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		schema = quote_identifier(get_namespace_name(DatumGetObjectId(nsp)));
 	}
 
 	{
