@@ -7,6 +7,10 @@ OBJS = \
 	src/maileroo.o \
 	src/maileroo_event.o \
 	src/maileroo_signature.o \
+	src/maileroo_http.o \
+	src/maileroo_outbox.o \
+	src/maileroo_request.o \
+	src/maileroo_send.o \
 	src/maileroo_worker.o
 
 # One install script, assembled from the topic files under sql/install/.
