@@ -102,7 +102,7 @@ RESET ROLE;
 -- pg_dump keeps the rows of every events table and of the rejected events.
 SELECT c.relname, c.relkind
 FROM pg_extension x, unnest(x.extconfig) AS t(oid) JOIN pg_class c ON c.oid = t.oid
-WHERE x.extname = 'maileroo' ORDER BY 1;
+WHERE x.extname = 'maileroo' AND c.relname LIKE 'maileroo\_%event%' ORDER BY 1;
 
 DROP EXTENSION maileroo;
 DROP ROLE regress_maileroo_ingest;

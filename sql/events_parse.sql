@@ -317,7 +317,8 @@ SELECT count(*) FROM maileroo_events;
 -- The parsers are pure enough for everyone; the tables are not.
 SELECT p.oid::regprocedure AS function, p.provolatile, p.proparallel, p.proisstrict,
 	has_function_privilege('public', p.oid, 'EXECUTE') AS public_can_execute
-FROM pg_proc p WHERE p.proname LIKE 'maileroo%' AND p.proname <> 'maileroo_version'
-ORDER BY 1::text;
+FROM pg_proc p WHERE p.proname IN ('maileroo_parse_event', 'maileroo_parse_events',
+	'maileroo_event_bodies', 'maileroo_verify_signature', 'maileroo_ingest', 'maileroo_ingest_authenticate')
+ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 DROP EXTENSION maileroo;
