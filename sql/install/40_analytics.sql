@@ -404,7 +404,7 @@ DECLARE
 	n bigint;
 BEGIN
 	IF older_than IS NULL OR older_than < interval '0' THEN
-		RAISE EXCEPTION 'older_than must be a positive interval'
+		RAISE EXCEPTION 'older_than must not be negative'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF batch_size IS NULL OR batch_size < 1 THEN
