@@ -28,9 +28,13 @@ include $(PGXS)
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql))
 	cat $^ > $@
 
-.PHONY: test demo
+.PHONY: test demo dist
 test:
 	bash test/run
 
 demo:
 	bash test/demo
+
+# A source archive for PGXN, from the committed tree.
+dist:
+	git archive --format zip --prefix=$(EXTENSION)-$(EXTVERSION)/ -o $(EXTENSION)-$(EXTVERSION).zip HEAD

@@ -111,9 +111,10 @@ mr_start_cluster() {
 	if [ $# -gt 0 ]; then
 		# Started by hand so that a wrapper such as valgrind sees it.
 		"${MR_AS[@]}" "$@" "$MR_BINDIR/postgres" -D "$dir/data" >"$dir/postmaster.log" 2>&1 &
-		local i
+		local i pid=$!
 		for i in $(seq 1 600); do
 			"$MR_BINDIR/pg_isready" -q -h "$dir/sock" -p "$port" && break
+			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.5
 		done
 	else

@@ -1,0 +1,536 @@
+"""
+Tests of the mock Maileroo API server (test/mock/maileroo_mock.py).
+
+Run from the top of the repository:
+    python3 test/mock/test_mock.py -v
+or  python3 -m unittest discover -v -s test/mock
+("python3 -m unittest test/mock/test_mock.py" imports the module as
+test.mock.test_mock, which needs a test/__init__.py so that the top-level
+"test" directory is not shadowed by Python's own "test" package.)
+
+The server is started as a subprocess on a free port; the tests talk to it
+over HTTP as the extension would, and use its /_mock control API.
+"""
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MOCK = os.path.join(HERE, "maileroo_mock.py")
+KEY = "test-key"
+SECRET = "whsec-test"
+
+
+def start_mock(workdir, *extra):
+    port_file = os.path.join(workdir, "port")
+    log = os.path.join(workdir, "mock.log")
+    proc = subprocess.Popen(
+        [sys.executable, MOCK, "--host", "127.0.0.1", "--port", "0",
+         "--port-file", port_file, "--log", log] + list(extra),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if os.path.exists(port_file):
+            with open(port_file) as f:
+                text = f.read()
+            if text.endswith("\n"):
+                return proc, int(text), log
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("mock did not start: %r" % (proc.communicate(),))
+
+
+def future(**delta):
+    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(**delta)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def message(**over):
+    body = {"from": {"address": "sender@example.com", "display_name": "Sender"},
+            "to": [{"address": "alice@example.org"}],
+            "subject": "Hello", "html": "<p>Hi</p>", "plain": "Hi"}
+    body.update(over)
+    return {k: v for k, v in body.items() if v is not Ellipsis}
+
+
+class MockTestCase(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.proc, cls.port, cls.log = start_mock(cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.send_signal(signal.SIGTERM)
+        try:
+            cls.proc.wait(5)
+        finally:
+            if cls.proc.poll() is None:
+                cls.proc.kill()
+            cls.proc.communicate()
+            cls.tmp.cleanup()
+
+    def setUp(self):
+        self.ctl("POST", "/_mock/reset")
+
+    # -- helpers
+    def conn(self, timeout=5):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def raw(self, method, path, body=None, headers=None, conn=None, timeout=5):
+        c = conn or self.conn(timeout)
+        if body is not None and not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, r, data
+        finally:
+            if conn is None:
+                c.close()
+
+    def api(self, method, path, body=None, key=KEY, headers=None, **kw):
+        h = {"Content-Type": "application/json"}
+        if key is not None:
+            h["Authorization"] = "Bearer " + key
+        h.update(headers or {})
+        status, resp, data = self.raw(method, "/api/v2" + path, body, h, **kw)
+        self.assertEqual(resp.getheader("Content-Type"), "application/json")
+        doc = json.loads(data)
+        self.assertEqual(set(doc), {"success", "message", "data"})
+        return status, doc
+
+    def ctl(self, method, path, body=None):
+        status, _, data = self.raw(method, path, body)
+        self.assertEqual(status, 200, data)
+        return json.loads(data)
+
+    def rule(self, **spec):
+        return self.ctl("POST", "/_mock/rules", spec)
+
+    def wait_open_connections(self, n):
+        """The server notices a closed connection a moment after the client."""
+        deadline = time.time() + 3
+        while True:
+            stats = self.ctl("GET", "/_mock/stats")
+            if stats["open_connections"] == n or time.time() > deadline:
+                return stats
+            time.sleep(0.02)
+
+    def send(self, **over):
+        return self.api("POST", "/emails", message(**over))
+
+    def assert400(self, path, body, msg):
+        status, doc = self.api("POST", path, body)
+        self.assertEqual((status, doc["success"], doc["message"], doc["data"]),
+                         (400, False, msg, None))
+
+
+class ApiTests(MockTestCase):
+    def test_health(self):
+        self.assertEqual(self.ctl("GET", "/_mock/health"), {"ok": True})
+
+    def test_auth_required(self):
+        want = {"success": False, "message": "Invalid or missing API key.", "data": None}
+        for key, headers in ((None, {}), ("wrong", {}), (None, {"X-Api-Key": "nope"})):
+            status, doc = self.api("POST", "/emails", message(), key=key, headers=headers)
+            self.assertEqual((status, doc), (401, want))
+
+    def test_auth_both_header_styles(self):
+        status, doc = self.api("POST", "/emails", message())
+        self.assertEqual(status, 200)
+        status, doc = self.api("POST", "/emails", message(), key=None,
+                               headers={"X-Api-Key": KEY})
+        self.assertEqual(status, 200)
+
+    def test_success_shape_and_fresh_reference_id(self):
+        status, doc = self.send()
+        self.assertEqual(status, 200)
+        self.assertEqual(doc["success"], True)
+        self.assertEqual(doc["message"], "The email has been queued for delivery.")
+        ref = doc["data"]["reference_id"]
+        self.assertRegex(ref, r"^[0-9a-f]{24}$")
+        self.assertNotEqual(self.send()[1]["data"]["reference_id"], ref)
+
+    def test_reference_id_echoed(self):
+        ref = "0123456789abcdef01234567"
+        status, doc = self.send(reference_id=ref, cc={"address": "c@example.net"},
+                                bcc=None, reply_to=[{"address": "r@example.net"}])
+        self.assertEqual((status, doc["data"]), (200, {"reference_id": ref}))
+        status, doc = self.api("POST", "/emails/template",
+                               message(html=..., plain=..., template_id=42,
+                                       template_data={"name": "Al"}, reference_id=ref))
+        self.assertEqual((status, doc["data"]["reference_id"]), (200, ref))
+
+    def test_send_validation_messages(self):
+        long_key = {"k" * 129: "v"}
+        cases = [
+            ("not json", "The request body must be a valid JSON object."),
+            ([message()], "The request body must be a valid JSON object."),
+            (message(**{"from": ...}), "The from field is required."),
+            (message(**{"from": [{"address": "a@example.com"}]}),
+             "The from field must be a single address object."),
+            (message(**{"from": {"address": "no-at-sign"}}),
+             "The from address must be a valid email address."),
+            (message(to=...), "The to field is required."),
+            (message(to="alice@example.org"),
+             "The to field must be an address object or an array of address objects."),
+            (message(cc=[{"address": "bad"}]), "The cc address must be a valid email address."),
+            (message(subject=...), "The subject field is required."),
+            (message(subject=""), "The subject field is required."),
+            (message(subject="x" * 256), "The subject may not be greater than 255 characters."),
+            (message(html=..., plain=...), "Either html or plain content is required."),
+            (message(reference_id="abc"), "The reference_id must be a 24-character hexadecimal string."),
+            (message(reference_id="g" * 24), "The reference_id must be a 24-character hexadecimal string."),
+            (message(tags={"a": 1}), "The tags field must be an object with string keys and string values."),
+            (message(tags=long_key), "The tags keys may not be greater than 128 characters "
+             "and the values may not be greater than 768 characters."),
+            (message(headers={"X-A": "v" * 769}), "The headers keys may not be greater than 128 "
+             "characters and the values may not be greater than 768 characters."),
+            (message(attachments=[{"content": "aGk="}]), "The attachments.0.file_name field is required."),
+            (message(attachments=[{"file_name": "a.txt", "content": "aGVsbG8g\nd29ybGQ="}]),
+             "The attachments.0.content must be a valid base64 string."),
+            (message(attachments=[{"file_name": "a.txt", "content": "aGk=", "inline": "yes"}]),
+             "The attachments.0.inline must be a boolean."),
+            (message(scheduled_at="tomorrow"), "The scheduled_at must be a valid RFC 3339 date-time."),
+            (message(scheduled_at=future(minutes=-5)), "The scheduled_at must be a date in the future."),
+            (message(scheduled_at=future(days=22)),
+             "The scheduled_at may not be more than 21 days in the future."),
+        ]
+        for body, msg in cases:
+            with self.subTest(msg=msg, body=str(body)[:80]):
+                self.assert400("/emails", body, msg)
+        ok = message(attachments=[{"file_name": "a.txt", "content": "aGVsbG8=",
+                                   "content_type": "text/plain", "inline": False}],
+                     tags={"campaign": "spring"}, headers={"X-Tag": "1"}, tracking=True)
+        self.assertEqual(self.api("POST", "/emails", ok)[0], 200)
+
+    def test_template_validation(self):
+        base = message(html=..., plain=...)
+        self.assert400("/emails/template", base, "The template_id field is required.")
+        self.assert400("/emails/template", dict(base, template_id="12"),
+                       "The template_id must be an integer.")
+        self.assert400("/emails/template", dict(base, template_id=12, template_data=[1]),
+                       "The template_data must be an object.")
+        status, doc = self.api("POST", "/emails/template", dict(base, template_id=12))
+        self.assertEqual((status, doc["success"]), (200, True))
+
+    def test_bulk(self):
+        ref = "abcdefabcdefabcdefabcdef"
+        one = {"from": {"address": "s@example.com"}, "to": {"address": "x@example.org"}}
+        body = {"subject": "Hi", "plain": "Hello",
+                "messages": [one, dict(one, reference_id=ref)]}
+        status, doc = self.api("POST", "/emails/bulk", body)
+        self.assertEqual(status, 200)
+        refs = doc["data"]["reference_ids"]
+        self.assertEqual(len(refs), 2)
+        self.assertEqual(refs[1], ref)
+        self.assert400("/emails/bulk", dict(body, messages=[]), "The messages field is required.")
+        self.assert400("/emails/bulk", dict(body, messages=[one] * 501),
+                       "The messages field may not have more than 500 items.")
+        status, doc = self.api("POST", "/emails/bulk", dict(body, messages=[one] * 500))
+        self.assertEqual(len(doc["data"]["reference_ids"]), 500)
+
+    def test_scheduled_list_pagination_and_delete(self):
+        refs = []
+        for i in range(5):
+            status, doc = self.send(scheduled_at=future(hours=i + 1), subject="S%d" % i,
+                                    tags={"n": str(i)})
+            self.assertEqual(status, 200)
+            refs.append(doc["data"]["reference_id"])
+        self.send()  # not scheduled: not listed
+        status, doc = self.api("GET", "/emails/scheduled?page=2&per_page=2")
+        self.assertEqual(status, 200)
+        data = doc["data"]
+        self.assertEqual({k: data[k] for k in ("page", "per_page", "total_count", "total_pages")},
+                         {"page": 2, "per_page": 2, "total_count": 5, "total_pages": 3})
+        self.assertEqual([r["reference_id"] for r in data["results"]], refs[2:4])
+        item = data["results"][0]
+        self.assertEqual(item["from"], "Sender <sender@example.com>")
+        self.assertEqual(item["recipients"], ["alice@example.org"])
+        self.assertEqual(item["subject"], "S2")
+        self.assertEqual(item["tags"], {"n": "2"})
+        self.assertIsNone(item["headers"])
+        self.assertRegex(item["scheduled_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        status, doc = self.api("GET", "/emails/scheduled?domain=other.com")
+        self.assertEqual(doc["data"]["total_count"], 0)
+
+        status, doc = self.api("DELETE", "/emails/scheduled/" + refs[0])
+        self.assertEqual((status, doc["success"]), (200, True))
+        status, doc = self.api("DELETE", "/emails/scheduled/" + refs[0])
+        self.assertEqual((status, doc), (404, {"success": False, "data": None,
+                                               "message": "The scheduled email was not found."}))
+        self.assertEqual(self.api("GET", "/emails/scheduled")[1]["data"]["total_count"], 4)
+
+    def test_scheduled_paging_limits(self):
+        self.assertEqual(self.api("GET", "/emails/scheduled?per_page=100")[0], 200)
+        self.assertEqual(self.api("GET", "/emails/scheduled?per_page=101")[0], 400)
+        self.assertEqual(self.api("GET", "/emails/scheduled?page=0")[0], 400)
+
+    def test_unknown_path_404(self):
+        status, doc = self.api("GET", "/nothing/here")
+        self.assertEqual((status, doc["success"], doc["data"]), (404, False, None))
+
+
+class RuleTests(MockTestCase):
+    def test_status_with_retry_after_then_normal(self):
+        self.rule(path="/api/v2/emails", status=429, retry_after=3)
+        status, resp, data = self.raw("POST", "/api/v2/emails", json.dumps(message()),
+                                      {"Authorization": "Bearer " + KEY})
+        self.assertEqual((status, resp.getheader("Retry-After")), (429, "3"))
+        self.assertEqual(json.loads(data)["success"], False)
+        self.assertEqual(self.send()[0], 200)
+
+    def test_times_path_and_method_matching(self):
+        self.rule(path="/emails/scheduled*", method="DELETE", status=500, times=2)
+        self.rule(path="/api/v2/emails", status=503, json={"success": False, "message": "x",
+                                                            "data": None}, times=0)
+        self.assertEqual(self.api("GET", "/emails/scheduled")[0], 200)
+        for _ in range(2):
+            self.assertEqual(self.api("DELETE", "/emails/scheduled/" + "a" * 24)[0], 500)
+        self.assertEqual(self.api("DELETE", "/emails/scheduled/" + "a" * 24)[0], 404)
+        for _ in range(3):
+            self.assertEqual(self.send(), (503, {"success": False, "message": "x", "data": None}))
+        rules = self.ctl("GET", "/_mock/rules")
+        self.assertEqual([(r["remaining"], r["hits"]) for r in rules], [(0, 2), (None, 3)])
+        self.ctl("DELETE", "/_mock/rules")
+        self.assertEqual(self.ctl("GET", "/_mock/rules"), [])
+        self.assertEqual(self.send()[0], 200)
+
+    def test_raw_body_and_headers(self):
+        self.rule(status=500, body="oops", headers={"X-Trace": "t1"})
+        status, resp, data = self.raw("POST", "/api/v2/emails", "{}")
+        self.assertEqual((status, data, resp.getheader("X-Trace")), (500, b"oops", "t1"))
+
+    def test_delay(self):
+        self.rule(mode="ok", delay=0.4)
+        t0 = time.monotonic()
+        status, doc = self.send()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.35)
+        self.assertEqual((status, doc["success"]), (200, True))
+
+    def test_hang_does_not_block_others(self):
+        self.rule(mode="hang")
+        c = self.conn(timeout=0.5)
+        with self.assertRaises(socket.timeout):
+            self.raw("POST", "/api/v2/emails", json.dumps(message()),
+                     {"Authorization": "Bearer " + KEY}, conn=c)
+        self.assertEqual(self.send()[0], 200)  # served while the other one hangs
+        c.close()
+        reqs = self.ctl("GET", "/_mock/requests")
+        self.assertEqual([r["status"] for r in reqs], [None, 200])
+        self.assertEqual(self.wait_open_connections(0)["open_connections"], 0)
+
+    def test_drop(self):
+        self.rule(mode="drop")
+        with self.assertRaises((ConnectionError, http.client.RemoteDisconnected)):
+            self.send()
+        self.assertEqual([r["status"] for r in self.ctl("GET", "/_mock/requests")], [0])
+
+    def test_malformed(self):
+        self.rule(mode="malformed")
+        status, resp, data = self.raw("POST", "/api/v2/emails", json.dumps(message()))
+        self.assertEqual((status, data), (200, b'{"success":true,"data":{"refer'))
+        self.assertEqual(resp.getheader("Content-Type"), "application/json")
+        with self.assertRaises(ValueError):
+            json.loads(data)
+
+    def test_nonjson(self):
+        self.rule(mode="nonjson")
+        self.rule(mode="nonjson", status=503)
+        for want in (502, 503):
+            status, resp, data = self.raw("POST", "/api/v2/emails", "{}")
+            self.assertEqual(status, want)
+            self.assertTrue(resp.getheader("Content-Type").startswith("text/html"))
+            self.assertEqual(data, b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+
+    def test_success_false(self):
+        self.rule(mode="success_false")
+        self.rule(mode="success_false", message="Domain not verified.")
+        self.assertEqual(self.send(), (200, {"success": False, "data": None,
+                                             "message": "The email could not be processed."}))
+        self.assertEqual(self.send()[1]["message"], "Domain not verified.")
+
+    def test_bad_rule_rejected(self):
+        status, _, data = self.raw("POST", "/_mock/rules", json.dumps({"mode": "explode"}))
+        self.assertEqual(status, 400)
+        self.assertEqual(json.loads(data)["ok"], False)
+
+
+class RecordingTests(MockTestCase):
+    def test_recording_and_keepalive_connection_ids(self):
+        c = self.conn()
+        for i in range(3):
+            status, _, _ = self.raw("POST", "/api/v2/emails", json.dumps(message(subject="S%d" % i)),
+                                    {"Authorization": "Bearer " + KEY, "X-Custom": "v%d" % i}, conn=c)
+            self.assertEqual(status, 200)
+        c.close()
+        self.send()
+        reqs = self.ctl("GET", "/_mock/requests")
+        self.assertEqual([r["seq"] for r in reqs], [1, 2, 3, 4])
+        self.assertEqual([r["conn"] for r in reqs], [1, 1, 1, 2])
+        r = reqs[0]
+        self.assertEqual((r["method"], r["path"], r["status"]), ("POST", "/api/v2/emails", 200))
+        self.assertEqual(r["headers"]["x-custom"], "v0")
+        self.assertEqual(r["headers"]["authorization"], "Bearer " + KEY)
+        self.assertNotIn("host", r["headers"])
+        self.assertEqual(r["json"]["subject"], "S0")
+        self.assertEqual(json.loads(r["body"]), r["json"])
+        self.assertEqual([x["seq"] for x in self.ctl("GET", "/_mock/requests?since=2")], [3, 4])
+        self.assertEqual([x["seq"] for x in self.ctl("GET", "/_mock/requests?last=1")], [4])
+        self.raw("GET", "/api/v2/emails/scheduled?page=1&per_page=5")
+        last = self.ctl("GET", "/_mock/requests?last=1")[0]
+        self.assertEqual((last["path"], last["json"], last["status"]),
+                         ("/api/v2/emails/scheduled?page=1&per_page=5", None, 401))
+        with open(self.log) as f:
+            lines = [json.loads(x) for x in f]
+        self.assertEqual(lines[-1]["path"], last["path"])
+
+    def test_stats_and_clear(self):
+        c = self.conn()
+        self.raw("POST", "/api/v2/emails", json.dumps(message()),
+                 {"Authorization": "Bearer " + KEY}, conn=c)
+        self.raw("POST", "/api/v2/emails", "{}", {"Authorization": "Bearer " + KEY}, conn=c)
+        self.raw("POST", "/api/v2/emails", "{}")
+        stats = self.wait_open_connections(1)
+        self.assertEqual(stats, {"requests": 3, "connections": 2, "open_connections": 1,
+                                 "by_status": {"200": 1, "400": 1, "401": 1}})
+        c.close()
+        self.ctl("DELETE", "/_mock/requests")
+        self.assertEqual(self.ctl("GET", "/_mock/requests"), [])
+        self.assertEqual(self.ctl("GET", "/_mock/stats"),
+                         {"requests": 0, "connections": 0, "open_connections": 0, "by_status": {}})
+
+    def test_concurrent_burst(self):
+        errors = []
+
+        def worker():
+            try:
+                c = self.conn(timeout=10)
+                for _ in range(20):
+                    status, _, _ = self.raw("POST", "/api/v2/emails", json.dumps(message()),
+                                            {"Authorization": "Bearer " + KEY}, conn=c)
+                    if status != 200:
+                        errors.append(status)
+                c.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker) for _ in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        stats = self.ctl("GET", "/_mock/stats")
+        self.assertEqual((stats["requests"], stats["connections"]), (2000, 100))
+
+    def test_reset_clears_everything(self):
+        self.rule(status=500, times=0)
+        self.raw("POST", "/api/v2/emails", "{}")
+        self.rule(path="/nowhere")
+        self.ctl("DELETE", "/_mock/rules")
+        self.send(scheduled_at=future(hours=1))
+        self.send()
+        self.assertEqual(len(self.ctl("GET", "/_mock/webhooks")), 4)
+        self.ctl("POST", "/_mock/reset")
+        self.assertEqual(self.ctl("GET", "/_mock/rules"), [])
+        self.assertEqual(self.ctl("GET", "/_mock/requests"), [])
+        self.assertEqual(self.ctl("GET", "/_mock/webhooks"), [])
+        self.assertEqual(self.ctl("GET", "/_mock/stats")["requests"], 0)
+        self.assertEqual(self.api("GET", "/emails/scheduled")[1]["data"]["total_count"], 0)
+
+
+class WebhookTests(MockTestCase):
+    def test_webhook_events(self):
+        ref = "fedcba9876543210fedcba98"
+        to = [{"address": "bounce.me@example.org"}, {"address": "complainer@example.org"},
+              {"address": "Happy@example.org"}]
+        self.send(to=to, reference_id=ref, tags={"campaign": "spring"})
+        self.send(scheduled_at=future(hours=2))  # scheduled: no events yet
+        hooks = self.ctl("GET", "/_mock/webhooks")
+        self.assertEqual(hooks, self.ctl("GET", "/_mock/webhooks"))  # deterministic
+        events = []
+        for h in hooks:
+            self.assertEqual(set(h), {"body", "signature"})
+            want = hmac.new(SECRET.encode(), h["body"].encode(), hashlib.sha256).hexdigest()
+            self.assertTrue(hmac.compare_digest(h["signature"], want))
+            self.assertEqual(json.loads(h["body"]).keys(), set(json.loads(h["body"])))
+            self.assertEqual(h["body"], json.dumps(json.loads(h["body"]), sort_keys=True,
+                                                   separators=(",", ":")))
+            events.append(json.loads(h["body"]))
+        self.assertEqual([(e["event_type"], e["event_data"].get("to")) for e in events], [
+            ("failed", "bounce.me@example.org"),
+            ("delivered", "complainer@example.org"), ("complained", "complainer@example.org"),
+            ("delivered", "Happy@example.org"), ("opened", None), ("opened", None),
+            ("clicked", None)])
+        self.assertEqual(events[0]["event_data"]["reason"],
+                         "550 5.1.1 The email account that you tried to reach does not exist.")
+        self.assertEqual(events[-1]["event_data"]["original_url"], "https://example.com/welcome")
+        self.assertEqual(set(events[-1]["event_data"]), {"ip", "original_url", "user_agent"})
+        self.assertEqual(set(events[4]["event_data"]), {"ip", "user_agent"})
+        self.assertEqual(len({e["event_id"] for e in events}), len(events))
+        for e in events:
+            self.assertEqual(set(e), {"domain_id", "user_id", "event_id", "event_time",
+                                      "event_type", "inserted_at", "message_id",
+                                      "message_reference_id", "tags", "event_data"})
+            self.assertRegex(e["event_id"], r"^[0-9a-f]{48}$")
+            self.assertIsInstance(e["event_time"], int)
+            self.assertRegex(e["inserted_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            self.assertEqual(e["message_reference_id"], ref)
+            self.assertEqual(e["message_id"], "<%s@mock.maileroo>" % ref)
+            self.assertEqual(e["tags"], {"campaign": "spring"})
+        other = self.ctl("GET", "/_mock/webhooks?secret=s2")
+        self.assertEqual([h["body"] for h in other], [h["body"] for h in hooks])
+        self.assertEqual(other[0]["signature"],
+                         hmac.new(b"s2", other[0]["body"].encode(), hashlib.sha256).hexdigest())
+
+
+class ProcessTests(unittest.TestCase):
+    def test_refuses_non_loopback(self):
+        p = subprocess.run([sys.executable, MOCK, "--host", "0.0.0.0", "--port", "0"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("loopback", p.stderr)
+
+    def test_sigterm_while_hanging(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, port, _ = start_mock(tmp, "--api-key", "k2")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("POST", "/_mock/rules", json.dumps({"mode": "hang"}))
+                c.getresponse().read()
+                c.request("POST", "/api/v2/emails", json.dumps(message()),
+                          {"Authorization": "Bearer k2"})
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                self.assertEqual(proc.wait(5), 0)
+                self.assertLess(time.monotonic() - t0, 3)
+                c.close()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                out, err = proc.communicate()
+            self.assertEqual(err, b"")  # quiet: no per-request logging
+            self.assertIn(b"listening on http://127.0.0.1:%d/api/v2" % port, out)
+
+
+if __name__ == "__main__":
+    unittest.main()
