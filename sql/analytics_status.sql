@@ -77,6 +77,11 @@ SELECT reference_id, failed_at, failure_reason, bounce_class, complained_at,
 	   last_event_type, last_event_at, tags
   FROM maileroo_message_status ORDER BY reference_id;
 
+-- Filters on the message's own columns apply before its events are read.
+SELECT reference_id, sent_at, last_event_type
+  FROM maileroo_message_status WHERE sent_at >= '2026-03-03' ORDER BY sent_at;
+SELECT reference_id, status FROM maileroo_message_status WHERE status = 'queued';
+
 -- Per day.  Message 1 counts as a unique open on both days it was opened;
 -- message 5 (sent elsewhere) counts as sent on the day of its accepted event.
 SELECT day, sent, delivered, unique_opens, unique_clicks, failed, hard_bounces,

@@ -196,7 +196,11 @@ CREATE TRIGGER maileroo_suppress_rejection
 -- ---------------------------------------------------------------------
 
 -- One row per message: every outbox row, plus every reference id that only
--- events know.  A query for one reference_id reads the outbox by its primary
+-- events know.  sent_at is the outbox's (when Maileroo accepted our
+-- request), or for mail sent elsewhere the time of its first accepted event;
+-- both are computed before the join, so a filter on sent_at, queued_at,
+-- status or reference_id narrows the rows before the events of each are
+-- gathered.  A query for one reference_id reads the outbox by its primary
 -- key and the events through maileroo_events_reference_idx.
 CREATE VIEW maileroo_message_status AS
 SELECT m.reference_id,
@@ -205,7 +209,7 @@ SELECT m.reference_id,
 	   coalesce((m.request -> 'tags')::jsonb, ev.tags) AS tags,
 	   m.status,
 	   m.created_at AS queued_at,
-	   coalesce(m.sent_at, ev.accepted_at) AS sent_at,
+	   m.sent_at,
 	   ev.delivered_at,
 	   ev.first_opened_at,
 	   ev.opens,
@@ -221,15 +225,15 @@ SELECT m.reference_id,
   FROM (SELECT o.reference_id, o.request, o.status, o.created_at, o.sent_at
 		  FROM maileroo_outbox o
 		UNION ALL
-		SELECT k.reference_id, NULL::json, NULL::text, NULL::timestamptz, NULL::timestamptz
-		  FROM (SELECT DISTINCT e.message_reference_id AS reference_id
-				  FROM maileroo_events e
-				 WHERE e.message_reference_id IS NOT NULL
-				   AND NOT EXISTS (SELECT FROM maileroo_outbox o
-									WHERE o.reference_id = e.message_reference_id)) AS k) AS m
+		SELECT e.message_reference_id, NULL::json, NULL::text, NULL::timestamptz,
+			   min(e.event_time) FILTER (WHERE e.event_type = 'accepted')
+		  FROM maileroo_events e
+		 WHERE e.message_reference_id IS NOT NULL
+		   AND NOT EXISTS (SELECT FROM maileroo_outbox o
+							WHERE o.reference_id = e.message_reference_id)
+		 GROUP BY e.message_reference_id) AS m
  CROSS JOIN LATERAL (
-		SELECT min(e.event_time) FILTER (WHERE e.event_type = 'accepted') AS accepted_at,
-			   min(e.event_time) FILTER (WHERE e.event_type = 'delivered') AS delivered_at,
+		SELECT min(e.event_time) FILTER (WHERE e.event_type = 'delivered') AS delivered_at,
 			   min(e.event_time) FILTER (WHERE e.event_type = 'opened') AS first_opened_at,
 			   count(DISTINCT e.event_id) FILTER (WHERE e.event_type = 'opened') AS opens,
 			   count(DISTINCT e.event_id) FILTER (WHERE e.event_type = 'clicked') AS clicks,
