@@ -97,8 +97,31 @@ SET TimeZone = 'Asia/Tokyo';
 SELECT day, sent, delivered, unique_opens, failed, complained
   FROM maileroo_daily_stats ORDER BY day;
 SET TimeZone = 'UTC';
--- A filter on day reaches the scans below the aggregation.
+-- A filter on day reaches the scans below the aggregation: every scan of
+-- the outbox and of the event partitions carries it (the look-up of the
+-- outbox by primary key aside).
 SELECT day, sent, unique_opens FROM maileroo_daily_stats WHERE day = '2026-03-03';
+CREATE FUNCTION test_plan_scans(query text, OUT scans integer, OUT filtered_by_day integer)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+	line text;
+	in_scan boolean := false;
+BEGIN
+	scans := 0;
+	filtered_by_day := 0;
+	FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+		IF line ~ 'Scan on maileroo_(events|outbox)' THEN
+			scans := scans + 1;
+			in_scan := true;
+		ELSIF in_scan AND line ~ '::date = ''2026-03-03''::date' THEN
+			filtered_by_day := filtered_by_day + 1;
+			in_scan := false;
+		END IF;
+	END LOOP;
+END
+$$;
+SELECT * FROM test_plan_scans($$SELECT * FROM maileroo_daily_stats WHERE day = '2026-03-03'$$);
 
 -- By tag, over a time range; messages without the tag are left out.
 SELECT tag_value, sent, delivered, unique_opens, unique_clicks, failed, hard_bounces,
@@ -175,4 +198,5 @@ CALL maileroo_purge('1 day', 0);
 
 DROP FUNCTION test_event(text, text, text, text, text, text, text, jsonb);
 DROP FUNCTION test_plan_indexes(text);
+DROP FUNCTION test_plan_scans(text);
 DROP EXTENSION maileroo;
