@@ -5,6 +5,9 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
+	src/maileroo_http.o \
+	src/maileroo_request.o \
+	src/maileroo_send.o \
 	src/maileroo_worker.o
 
 # One install script, assembled from the topic files under sql/install/.

@@ -27,6 +27,7 @@ typedef struct MailerooHttpBuffer
 	size_t		cap;
 	bool		overflow;		/* body exceeded the cap and was truncated */
 	char	   *retry_after;	/* value of a Retry-After header, malloc'd, or NULL */
+	char		errbuf[CURL_ERROR_SIZE];	/* libcurl's CURLOPT_ERRORBUFFER */
 } MailerooHttpBuffer;
 
 /* How an attempt ended, and what to do next. */
@@ -58,12 +59,20 @@ typedef struct MailerooResult
  * timeouts from the settings, CURLOPT_NOSIGNAL, and the write/header
  * callbacks into buf.  When interruptible is true a progress callback aborts
  * the transfer on query cancel or termination.  Raises ERROR when no API key
- * is set.
+ * is set or it holds a control character (never quoting it).
+ * CURLOPT_ERRORBUFFER points at buf->errbuf, so buf must stay where it is
+ * until the transfer ends.
  */
 extern void maileroo_http_prepare(CURL *easy, const char *method,
 								  const char *path, const char *body,
 								  struct curl_slist **headers,
 								  MailerooHttpBuffer *buf, bool interruptible);
+
+/*
+ * Initialise libcurl for this process (curl_global_init), once; call it
+ * before creating the first handle.  maileroo_http_call() does it itself.
+ */
+extern void maileroo_http_global_init(void);
 
 /* Free what a buffer holds (safe on a zeroed buffer). */
 extern void maileroo_http_buffer_reset(MailerooHttpBuffer *buf);
@@ -75,5 +84,34 @@ extern void maileroo_http_buffer_reset(MailerooHttpBuffer *buf);
 extern void maileroo_http_judge(CURLcode code, long http_status,
 								const MailerooHttpBuffer *buf,
 								MailerooResult *result);
+
+/*
+ * One synchronous, interruptible API call from a backend, on a curl easy
+ * handle kept for the life of the backend (so that consecutive calls reuse
+ * one keep-alive connection).  Fills *result as maileroo_http_judge() does.
+ * Raises ERROR on query cancel, termination, statement_timeout or a missing
+ * API key; every other failure is reported in *result.
+ */
+extern void maileroo_http_call(const char *method, const char *path,
+							   const char *body, MailerooResult *result);
+
+/*
+ * Raise the ERROR for a result whose outcome is not MR_OUTCOME_SENT, with
+ * the SQLSTATE of its class (see the MR_SQLSTATE_* codes).  what names the
+ * call in the message, e.g. "send".
+ */
+extern void maileroo_http_raise(const MailerooResult *result, const char *what)
+			pg_attribute_noreturn();
+
+/*
+ * SQLSTATEs of the errors Maileroo's answers turn into (class MR, which
+ * PostgreSQL does not use).
+ */
+#define MR_SQLSTATE_NETWORK		MAKE_SQLSTATE('M','R','0','0','0')	/* no answer */
+#define MR_SQLSTATE_UNKNOWN		MAKE_SQLSTATE('M','R','2','0','0')	/* 2xx, malformed */
+#define MR_SQLSTATE_REJECTED	MAKE_SQLSTATE('M','R','4','0','0')	/* 4xx, success:false */
+#define MR_SQLSTATE_AUTH		MAKE_SQLSTATE('M','R','4','0','1')	/* 401, 403 */
+#define MR_SQLSTATE_RATE_LIMIT	MAKE_SQLSTATE('M','R','4','2','9')	/* 429 */
+#define MR_SQLSTATE_SERVER		MAKE_SQLSTATE('M','R','5','0','0')	/* 5xx */
 
 #endif							/* MAILEROO_HTTP_H */

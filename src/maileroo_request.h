@@ -17,6 +17,7 @@
 
 #include "fmgr.h"
 #include "nodes/pg_list.h"
+#include "utils/timestamp.h"
 
 typedef struct MailerooRequest
 {
@@ -38,5 +39,24 @@ typedef struct MailerooRequest
  */
 extern MailerooRequest *maileroo_request_from_args(FunctionCallInfo fcinfo,
 												   bool is_template);
+
+/* A new reference id: 12 bytes from pg_strong_random, lowercase hex. */
+extern char *maileroo_new_reference_id(void);
+
+/*
+ * Check a reference id given by a caller (exactly 24 hexadecimal
+ * characters) and return it lower-cased; raises ERROR otherwise.
+ */
+extern char *maileroo_check_reference_id(const char *s);
+
+/*
+ * Leave out suppressed recipients (a list of addresses in to, cc and bcc;
+ * see maileroo_request.c), unless ignore is set.  Fills req->dropped and
+ * req->all_suppressed.  Called by maileroo_request_from_args().
+ */
+extern void maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
+											   MailerooRequest *req,
+											   List **to, List **cc,
+											   List **bcc, bool ignore);
 
 #endif							/* MAILEROO_REQUEST_H */
