@@ -1,0 +1,45 @@
+-- Suppressions feed back into sending: a hard bounce or a complaint
+-- suppresses the address as its event is stored, and the next send leaves
+-- it out.
+CREATE EXTENSION maileroo;
+SET TimeZone = 'UTC';
+SET DateStyle = 'ISO, YMD';
+\! curl -s -o /dev/null -X POST "$MAILEROO_MOCK_URL/_mock/reset"
+
+-- A hard bounce and a complaint suppress; a soft bounce does not.
+INSERT INTO maileroo_events (event_id, event_type, event_time, message_reference_id,
+							 recipient, reason, smtp_code, smtp_status, bounce_class, event_data)
+VALUES ('b1', 'failed', '2026-03-02 09:00', 'a00000000000000000000001', 'Gone@Example.org',
+		'550 5.1.1 <Gone@Example.org>: Recipient address rejected: User unknown', 550, '5.1.1', 'hard',
+		'{"to": "Gone@Example.org"}'),
+	   ('b2', 'failed', '2026-03-02 09:00', 'a00000000000000000000002', 'full@example.org',
+		'452 4.2.2 Mailbox full', 452, '4.2.2', 'soft', '{"to": "full@example.org"}'),
+	   ('c1', 'complained', '2026-03-02 10:00', 'a00000000000000000000003', 'angry@example.org',
+		NULL, NULL, NULL, NULL, '{"to": "angry@example.org"}');
+SELECT address, reason, event_id, event_type FROM maileroo_suppressions ORDER BY address;
+
+-- A synchronous send leaves the suppressed recipients out, says so, and
+-- sends to the rest: the request Maileroo received lacks them.
+SELECT maileroo_send_now('shop@example.com', 'Jane <jane@example.org>, gone@example.ORG',
+						 'Hello', plain => 'Hi', bcc => 'angry@example.org, full@example.org',
+						 reference_id => 'e00000000000000000000001') AS sent;
+\! python3 test/send/show_requests.py 1
+-- ignore_suppressions => true sends to everyone.
+SELECT maileroo_send_now('shop@example.com', 'Jane <jane@example.org>, gone@example.org',
+						 'Hello', plain => 'Hi', ignore_suppressions => true,
+						 reference_id => 'e00000000000000000000002') AS sent;
+\! python3 test/send/show_requests.py 1
+-- When every recipient is suppressed, nothing is sent.
+\set VERBOSITY sqlstate
+SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Hello', plain => 'Hi');
+\set VERBOSITY default
+SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Hello', plain => 'Hi');
+\! curl -s "$MAILEROO_MOCK_URL/_mock/stats" | python3 -c 'import json,sys; print("requests received:", json.load(sys.stdin)["requests"])'
+
+-- Removing the address lets mail through again.
+SELECT maileroo_unsuppress('gone@example.org') AS removed;
+SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Welcome back', plain => 'Hi',
+						 reference_id => 'e00000000000000000000005') AS sent;
+\! python3 test/send/show_requests.py 1
+
+DROP EXTENSION maileroo;
