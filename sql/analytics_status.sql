@@ -170,6 +170,21 @@ SELECT DISTINCT l AS index_use
  WHERE l ~ 'tags'
  ORDER BY 1;
 
+-- A message to two recipients, delivered to and opened by both: one
+-- message delivered and opened once in the counts, two opens in its status.
+INSERT INTO maileroo_outbox (reference_id, endpoint, request, status, attempts, created_at, sent_at)
+VALUES ('a00000000000000000000009', '/emails',
+		'{"to": [{"address": "ann@example.org"}], "cc": [{"address": "ben@example.org"}], "subject": "Team news"}',
+		'sent', 1, '2026-03-05 08:00', '2026-03-05 08:00:01');
+SELECT test_event('e9-deliv-ann', 'delivered', '2026-03-05 08:00:05', 'a00000000000000000000009', 'ann@example.org');
+SELECT test_event('e9-deliv-ben', 'delivered', '2026-03-05 08:00:04', 'a00000000000000000000009', 'ben@example.org');
+SELECT test_event('e9-open-ann', 'opened', '2026-03-05 09:00', 'a00000000000000000000009');
+SELECT test_event('e9-open-ben', 'opened', '2026-03-05 09:30', 'a00000000000000000000009');
+SELECT reference_id, recipients, delivered_at, opens, last_event_type
+  FROM maileroo_message_status WHERE reference_id = 'a00000000000000000000009';
+SELECT day, sent, delivered, unique_opens, open_rate
+  FROM maileroo_daily_stats WHERE day = '2026-03-05';
+
 -- Retention: events and finished outbox rows older than the age go, in
 -- batches; mail still to be sent stays, however old.
 TRUNCATE maileroo_events, maileroo_outbox;
