@@ -6,6 +6,7 @@ MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
 	src/maileroo_http.o \
+	src/maileroo_outbox.o \
 	src/maileroo_request.o \
 	src/maileroo_send.o \
 	src/maileroo_worker.o

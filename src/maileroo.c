@@ -155,12 +155,17 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while preloading; loaded
+	 * later (no static worker to configure) it is merely reported.
+	 */
 	DefineCustomStringVariable("maileroo.database_name",
 							   "Database the preloaded delivery worker serves.",
 							   NULL,
 							   &maileroo_database_name,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 
