@@ -36,6 +36,30 @@ SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Hello', plain 
 SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Hello', plain => 'Hi');
 \! curl -s "$MAILEROO_MOCK_URL/_mock/stats" | python3 -c 'import json,sys; print("requests received:", json.load(sys.stdin)["requests"])'
 
+-- Queued sends: the outbox keeps only the recipients left, and a message
+-- whose every recipient is suppressed is recorded as suppressed, never sent.
+SELECT maileroo_send('shop@example.com', 'gone@example.org, jane@example.org', 'Queued',
+					 plain => 'Hi', reference_id => 'e00000000000000000000003') AS queued;
+SELECT maileroo_send('shop@example.com', 'GONE@example.org', 'Queued', plain => 'Hi',
+					 reference_id => 'e00000000000000000000004') AS queued;
+-- The delivery worker sends the first one; the request it sent lacks the
+-- suppressed address.
+DO $$
+BEGIN
+	FOR i IN 1..600 LOOP
+		EXIT WHEN (SELECT status FROM maileroo_outbox
+					WHERE reference_id = 'e00000000000000000000003') = 'sent';
+		PERFORM pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+\! python3 test/send/show_requests.py 1
+SELECT reference_id, status, recipients, sent_at IS NOT NULL AS has_sent_at
+  FROM maileroo_message_status
+ WHERE reference_id IN ('e00000000000000000000003', 'e00000000000000000000004')
+ ORDER BY 1;
+SELECT sent AS sent_today FROM maileroo_daily_stats WHERE day = current_date;
+
 -- Removing the address lets mail through again.
 SELECT maileroo_unsuppress('gone@example.org') AS removed;
 SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Welcome back', plain => 'Hi',
