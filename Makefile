@@ -5,6 +5,8 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
+	src/maileroo_event.o \
+	src/maileroo_signature.o \
 	src/maileroo_http.o \
 	src/maileroo_outbox.o \
 	src/maileroo_request.o \
