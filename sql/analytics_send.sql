@@ -6,16 +6,19 @@ SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 \! curl -s -o /dev/null -X POST "$MAILEROO_MOCK_URL/_mock/reset"
 
--- A hard bounce and a complaint suppress; a soft bounce does not.
-INSERT INTO maileroo_events (event_id, event_type, event_time, message_reference_id,
-							 recipient, reason, smtp_code, smtp_status, bounce_class, event_data)
-VALUES ('b1', 'failed', '2026-03-02 09:00', 'a00000000000000000000001', 'Gone@Example.org',
-		'550 5.1.1 <Gone@Example.org>: Recipient address rejected: User unknown', 550, '5.1.1', 'hard',
-		'{"to": "Gone@Example.org"}'),
-	   ('b2', 'failed', '2026-03-02 09:00', 'a00000000000000000000002', 'full@example.org',
-		'452 4.2.2 Mailbox full', 452, '4.2.2', 'soft', '{"to": "full@example.org"}'),
-	   ('c1', 'complained', '2026-03-02 10:00', 'a00000000000000000000003', 'angry@example.org',
-		NULL, NULL, NULL, NULL, '{"to": "angry@example.org"}');
+-- A hard bounce and a complaint arrive through maileroo_ingest and
+-- suppress; a soft bounce does not.
+SELECT maileroo_ingest('[
+  {"event_id": "b1", "event_type": "failed", "event_time": 1772442000,
+   "message_reference_id": "a00000000000000000000001",
+   "event_data": {"to": "Gone@Example.org", "reason": "550 5.1.1 <Gone@Example.org>: Recipient address rejected: User unknown"}},
+  {"event_id": "b2", "event_type": "failed", "event_time": 1772442000,
+   "message_reference_id": "a00000000000000000000002",
+   "event_data": {"to": "full@example.org", "reason": "452 4.2.2 Mailbox full"}},
+  {"event_id": "c1", "event_type": "complained", "event_time": 1772445600,
+   "message_reference_id": "a00000000000000000000003",
+   "event_data": {"to": "angry@example.org"}}]') AS new_events;
+SELECT event_id, event_type, recipient, bounce_class FROM maileroo_events ORDER BY event_id;
 SELECT address, reason, event_id, event_type FROM maileroo_suppressions ORDER BY address;
 
 -- A synchronous send leaves the suppressed recipients out, says so, and
