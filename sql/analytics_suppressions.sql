@@ -56,7 +56,8 @@ VALUES ('f1', 'failed', '2026-03-02 10:00', 'carol@example.org', 'hard', '{}'),
 ON CONFLICT DO NOTHING;
 SELECT address, reason, event_id FROM maileroo_suppressions WHERE lower(address) = 'carol@example.org';
 
--- Only the three partitions carry a trigger.
+-- One statement-level trigger on the parent, and the same on the three
+-- partitions concerned for inserts made into them directly.
 SELECT tgrelid::regclass AS partition, tgname
   FROM pg_trigger WHERE tgname LIKE 'maileroo%' ORDER BY 1::text;
 
@@ -82,5 +83,16 @@ RESET ROLE;
 REVOKE ALL ON FUNCTION maileroo_suppress(text, text), maileroo_unsuppress(text),
 	maileroo_is_suppressed(text) FROM maileroo_analytics_nobody;
 DROP ROLE maileroo_analytics_nobody;
+
+-- An insert made straight into a partition suppresses too; in one batch,
+-- the earliest event names the reason and a soft bounce suppresses nothing.
+INSERT INTO maileroo_events_complained (event_id, event_type, event_time, recipient, event_data)
+VALUES ('direct-1', 'complained', '2024-03-16 10:00+00', 'Direct.Partition@example.com', '{}');
+INSERT INTO maileroo_events (event_id, event_type, event_time, recipient, reason, bounce_class, event_data) VALUES
+	('batch-2', 'complained', '2024-03-16 11:00+00', 'batch@example.com', NULL, NULL, '{}'),
+	('batch-1', 'failed', '2024-03-16 10:00+00', 'Batch@example.com', '550 5.1.1 unknown', 'hard', '{}'),
+	('batch-3', 'failed', '2024-03-16 10:00+00', 'soft@example.com', '452 4.2.2 full', 'soft', '{}');
+SELECT address, reason, event_id, event_type FROM maileroo_suppressions
+ WHERE event_id IN ('direct-1', 'batch-1', 'batch-2', 'batch-3') ORDER BY event_id;
 
 DROP EXTENSION maileroo;
