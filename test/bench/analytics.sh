@@ -99,8 +99,8 @@ time_query() {
 	local label=$1 sql=$2 times
 	times=$( { echo '\timing on'; for _ in $(seq 0 $RUNS); do echo "$sql"; done; } |
 		psql_b -o /dev/null 2>&1 | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n $RUNS | sort -n)
-	printf '%-58s %10s %10s %10s\n' "$label" \
-		"$(echo "$times" | sed -n "$(((RUNS + 1) / 2))p")" \
+	LAST_MEDIAN=$(echo "$times" | sed -n "$(((RUNS + 1) / 2))p")
+	printf '%-58s %10s %10s %10s\n' "$label" "$LAST_MEDIAN" \
 		"$(echo "$times" | head -1)" "$(echo "$times" | tail -1)"
 }
 
@@ -110,6 +110,15 @@ time_query "daily_stats, last 30 days" \
 	"SELECT * FROM maileroo_daily_stats WHERE day >= current_date - 30;"
 time_query "daily_stats, all 90 days" \
 	"SELECT * FROM maileroo_daily_stats;"
+all_days=$LAST_MEDIAN
+# Baselines: reading every event once, and the per-day counts of unique
+# messages per event type that one would write by hand (no outbox, no rates).
+time_query "baseline: count(*) over all events" \
+	"SELECT count(*) FROM maileroo_events;"
+scan=$LAST_MEDIAN
+time_query "baseline: hand-written daily unique counts per type" \
+	"SELECT (event_time AT TIME ZONE current_setting('TimeZone'))::date, event_type, count(DISTINCT message_reference_id) FROM maileroo_events GROUP BY 1, 2;"
+hand=$LAST_MEDIAN
 time_query "stats_by_tag('campaign'), last 7 days" \
 	"SELECT * FROM maileroo_stats_by_tag('campaign', now() - interval '7 days', now());"
 time_query "message_status, one reference_id" \
@@ -118,3 +127,8 @@ time_query "message_status, messages queued in the last hour" \
 	"SELECT * FROM maileroo_message_status WHERE queued_at >= now() - interval '1 hour';"
 time_query "message_status, all messages (count of opened)" \
 	"SELECT count(*) FILTER (WHERE opens > 0) FROM maileroo_message_status;"
+
+echo
+echo "analytics over $EVENTS events (medians of $RUNS runs):"
+awk -v a="$all_days" -v s="$scan" -v h="$hand" 'BEGIN {
+	printf "  daily_stats, all days:  %.0f ms = %.2fx a count(*) over all events, %.2fx the hand-written daily counts\n", a, a / s, a / h }'
