@@ -95,4 +95,8 @@ INSERT INTO maileroo_events (event_id, event_type, event_time, recipient, reason
 SELECT address, reason, event_id, event_type FROM maileroo_suppressions
  WHERE event_id IN ('direct-1', 'batch-1', 'batch-2', 'batch-3') ORDER BY event_id;
 
+-- pg_dump keeps the list with the extension.
+SELECT 'maileroo_suppressions'::regclass = ANY (extconfig) AS dumped
+  FROM pg_extension WHERE extname = 'maileroo';
+
 DROP EXTENSION maileroo;

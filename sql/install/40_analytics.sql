@@ -71,6 +71,9 @@ CREATE UNIQUE INDEX maileroo_suppressions_address_key
 	ON maileroo_suppressions (lower(address));
 COMMENT ON TABLE maileroo_suppressions IS
 	'Addresses maileroo_send leaves out: hard bounces, complaints and rejections from events, and manual entries';
+-- pg_dump keeps the list: losing it on a restore would mail bounced
+-- and complaining addresses again.
+SELECT pg_catalog.pg_extension_config_dump('maileroo_suppressions', '');
 
 -- Add an address by hand; true when it was not suppressed yet.
 CREATE FUNCTION maileroo_suppress(address text, note text DEFAULT NULL)
