@@ -425,7 +425,8 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 	{
 		MailerooAddress *a = (MailerooAddress *) lfirst(lc);
 
-		elems[nelems++] = CStringGetTextDatum(a->address);
+		elems[nelems++] = CStringGetTextDatum(str_tolower(a->address, strlen(a->address),
+														 DEFAULT_COLLATION_OID));
 	}
 
 	{
@@ -457,8 +458,13 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 			char	   *query;
 			SPIPlanPtr	plan;
 
+			/*
+			 * The addresses come lower-cased, so the comparison is a plain
+			 * = ANY on the unique index over lower(address): an index scan
+			 * whatever the size of the list.
+			 */
 			query = psprintf("SELECT lower(s.address) FROM %s.maileroo_suppressions s "
-							 "WHERE lower(s.address) = ANY (SELECT lower(a) FROM unnest($1::text[]) a)",
+							 "WHERE lower(s.address) OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
 							 quote_identifier(get_namespace_name(nsp)));
 			plan = SPI_prepare(query, 1, argtypes);
 			if (plan == NULL)
