@@ -161,6 +161,15 @@ mr_hmac_sha256(const uint8 *key, size_t keylen, const uint8 *data,
 #define MR_HAVE_SHMEM_REQUEST_HOOK 1
 #endif
 
+/* PostgreSQL 18 added an instrumentation argument to index_beginscan. */
+#if PG_VERSION_NUM >= 180000
+#define mr_index_beginscan(heap, index, snap, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snap), NULL, (nkeys), (norderbys))
+#else
+#define mr_index_beginscan(heap, index, snap, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snap), (nkeys), (norderbys))
+#endif
+
 /* PostgreSQL 18 wants the module's name and version in its magic block. */
 #if PG_VERSION_NUM >= 180000
 #define MR_MODULE_MAGIC PG_MODULE_MAGIC_EXT(.name = "maileroo", .version = MAILEROO_VERSION)

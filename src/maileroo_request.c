@@ -26,23 +26,28 @@
  */
 #include "maileroo_request.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
 #include "executor/executor.h"
-#include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/fmgroids.h"
 #include "utils/formatting.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -371,16 +376,15 @@ append_address_field(StringInfo buf, const char *key, List *list,
  */
 
 /* The prepared suppressions lookup, kept for the backend, and its table. */
-static SPIPlanPtr suppressions_plan = NULL;
-static Oid	suppressions_relid = InvalidOid;
 
 /*
  * Drop suppressed recipients from *to, *cc and *bcc, unless ignore is set.
  * The suppression list is the table maileroo_suppressions (column address)
  * in the schema of the calling function, that is the extension's schema;
  * when no such table exists nothing is dropped.  Addresses compare
- * case-insensitively.  The table is read as its owner, so that a role
- * allowed to send needs no privilege on it.  Dropped addresses are added
+ * case-insensitively, through the table's unique index on lower(address),
+ * read directly so that a role allowed to send needs no privilege on it.
+ * Dropped addresses are added
  * to req->dropped and reported in a NOTICE; when nobody is left,
  * req->all_suppressed is set.
  */
@@ -392,16 +396,13 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 {
 	Oid			nsp;
 	Oid			relid;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
 	List	  **lists[3];
 	List	   *all = NIL;
 	int			i;
 	Datum	   *elems;
 	int			nelems = 0;
 	ListCell   *lc;
-	List	   *volatile suppressed = NIL;
+	List	   *suppressed = NIL;
 
 	if (ignore || fcinfo->flinfo == NULL)
 		return;
@@ -429,75 +430,46 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 														 DEFAULT_COLLATION_OID));
 	}
 
+	/*
+	 * Probe the unique index on lower(address) directly, one lookup per
+	 * recipient: a send pays a few index descents, not an executor start.
+	 * The list is internal to the extension, so no privilege check applies.
+	 */
 	{
-		HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+		Oid			indexid = get_relname_relid("maileroo_suppressions_address_key", nsp);
+		Relation	heap;
+		Relation	index;
+		Snapshot	snap;
+		TupleTableSlot *slot;
+		int			k;
 
-		if (!HeapTupleIsValid(tup))
-			return;
-		owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-		ReleaseSysCache(tup);
-	}
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
-	{
-		Oid			argtypes[1] = {TEXTARRAYOID};
-		Datum		values[1];
-		MemoryContext callcxt = CurrentMemoryContext;
-		uint64		r;
-
-		values[0] = PointerGetDatum(construct_array(elems, nelems, TEXTOID,
-													-1, false, TYPALIGN_INT));
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (suppressions_plan == NULL || suppressions_relid != relid)
+		if (!OidIsValid(indexid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("index maileroo_suppressions_address_key is missing"),
+					 errhint("Reinstall the extension: ALTER EXTENSION maileroo UPDATE, or drop and create it.")));
+		heap = table_open(relid, AccessShareLock);
+		index = index_open(indexid, AccessShareLock);
+		snap = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+		slot = table_slot_create(heap, NULL);
+		for (k = 0; k < nelems; k++)
 		{
-			char	   *query;
-			SPIPlanPtr	plan;
+			ScanKeyData key;
+			IndexScanDesc scan;
 
-			/*
-			 * The addresses come lower-cased, so the comparison is a plain
-			 * = ANY on the unique index over lower(address): an index scan
-			 * whatever the size of the list.
-			 */
-			query = psprintf("SELECT lower(s.address) FROM %s.maileroo_suppressions s "
-							 "WHERE lower(s.address) OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])",
-							 quote_identifier(get_namespace_name(nsp)));
-			plan = SPI_prepare(query, 1, argtypes);
-			if (plan == NULL)
-				elog(ERROR, "could not prepare the suppressions query: %s",
-					 SPI_result_code_string(SPI_result));
-			if (suppressions_plan != NULL)
-				SPI_freeplan(suppressions_plan);
-			suppressions_plan = NULL;
-			SPI_keepplan(plan);
-			suppressions_plan = plan;
-			suppressions_relid = relid;
+			ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, elems[k]);
+			key.sk_collation = index->rd_indcollation[0];
+			scan = mr_index_beginscan(heap, index, snap, 1, 0);
+			index_rescan(scan, &key, 1, NULL, 0);
+			if (index_getnext_slot(scan, ForwardScanDirection, slot))
+				suppressed = lappend(suppressed, TextDatumGetCString(elems[k]));
+			index_endscan(scan);
 		}
-		if (SPI_execute_plan(suppressions_plan, values, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read maileroo_suppressions");
-		for (r = 0; r < SPI_processed; r++)
-		{
-			char	   *v = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-
-			if (v != NULL)
-			{
-				MemoryContext old = MemoryContextSwitchTo(callcxt);
-
-				suppressed = lappend(suppressed, pstrdup(v));
-				MemoryContextSwitchTo(old);
-			}
-		}
-		SPI_finish();
+		ExecDropSingleTupleTableSlot(slot);
+		UnregisterSnapshot(snap);
+		index_close(index, AccessShareLock);
+		table_close(heap, AccessShareLock);
 	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
 
 	if (suppressed == NIL)
 		return;
