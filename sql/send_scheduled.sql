@@ -20,7 +20,7 @@ SELECT maileroo_send_now('shop@example.com', 'bob@example.org', 'Now', plain => 
                          reference_id => 'aaaaaaaaaaaaaaaaaaaaaaa4');
 
 SELECT reference_id, sender, recipients, subject,
-       scheduled_at - date_trunc('second', now()) AS in_,
+       justify_hours(date_trunc('hour', scheduled_at - now() + interval '30 minutes')) AS in_,
        tags, headers
   FROM maileroo_scheduled() ORDER BY scheduled_at;
 -- Paging, and the domain filter (sent as a query parameter).
