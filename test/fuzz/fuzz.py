@@ -13,8 +13,13 @@ maileroo_parse_events(text) and maileroo_event_bodies(text) in the database
 psql reaches (PGHOST, PGPORT, PGUSER; the maileroo extension must exist).
 Each call runs in its own subtransaction; errors are counted by SQLSTATE.
 
+Every row maileroo_parse_event(text) returns for a body that is a JSON object
+is checked against jsonb's own reading of the body: event_id, event_type,
+message_id, message_reference_id, tags, event_data and every key of extra.
+
 It fails (exit status 1) on a crash (the connection is lost), on any
-internal error (XX000) and on any error outside SQLSTATE class 22; the first
+internal error (XX000), on any error outside SQLSTATE class 22 and on any
+row that disagrees with jsonb; the first
 few offending bodies are written to test/fuzz/build/.  --quick runs 5,000
 bodies and prints only what does not depend on the mutations drawn.
 """
@@ -161,6 +166,29 @@ CREATE TEMP TABLE IF NOT EXISTS fuzz_result (fn text, sqlstate text, n bigint,
 	PRIMARY KEY (fn, sqlstate));
 CREATE TEMP TABLE IF NOT EXISTS fuzz_bad (id int, fn text, sqlstate text, message text, body text);
 TRUNCATE fuzz_body;
+-- What the row parsed from an object must hold, read off jsonb's own parse of
+-- the same body: NULL when it agrees, else the first column that does not.
+CREATE OR REPLACE FUNCTION pg_temp.fuzz_disagrees(e maileroo_events, j jsonb)
+RETURNS text LANGUAGE sql AS $$
+SELECT CASE
+	WHEN e.event_id IS DISTINCT FROM j->>'event_id' THEN 'event_id'
+	WHEN e.event_type IS DISTINCT FROM lower(j->>'event_type' COLLATE "C") THEN 'event_type'
+	WHEN e.message_id IS DISTINCT FROM CASE WHEN jsonb_typeof(j->'message_id') = 'string' THEN
+			CASE WHEN j->>'message_id' LIKE '<%>' THEN substr(j->>'message_id', 2, length(j->>'message_id') - 2)
+				 ELSE j->>'message_id' END END THEN 'message_id'
+	WHEN e.message_reference_id IS DISTINCT FROM CASE WHEN jsonb_typeof(j->'message_reference_id') = 'string'
+			THEN j->>'message_reference_id' END THEN 'message_reference_id'
+	WHEN e.tags IS DISTINCT FROM CASE WHEN jsonb_typeof(j->'tags') = 'object' THEN j->'tags' END THEN 'tags'
+	WHEN e.event_data IS DISTINCT FROM CASE WHEN jsonb_typeof(j->'event_data') = 'object'
+			THEN j->'event_data' ELSE '{}' END THEN 'event_data'
+	WHEN EXISTS (SELECT 1 FROM jsonb_each(coalesce(e.extra, '{}')) x
+				 WHERE j->x.key IS DISTINCT FROM x.value) THEN 'extra (a value)'
+	WHEN EXISTS (SELECT 1 FROM jsonb_object_keys(j) k
+				 WHERE k NOT IN ('event_id', 'event_type', 'event_time', 'inserted_at', 'domain_id',
+								 'user_id', 'message_id', 'message_reference_id', 'tags', 'event_data')
+				   AND NOT coalesce(e.extra, '{}') ? k) THEN 'extra (a key)'
+END
+$$;
 """
 
 RUN = r"""
@@ -171,22 +199,31 @@ DECLARE
 	msg text;
 	f text;
 	j jsonb;
+	ev maileroo_events;
+	field text;
 	cnt int;
 	seen text[] := '{}';
 BEGIN
 	FOR r IN SELECT id, body FROM fuzz_body ORDER BY id LOOP
+		BEGIN
+			j := r.body::jsonb;
+		EXCEPTION WHEN data_exception OR program_limit_exceeded
+			OR statement_too_complex THEN
+			j := NULL;
+		END;
 		FOREACH f IN ARRAY ARRAY['parse_event', 'parse_event_jsonb', 'parse_events', 'event_bodies'] LOOP
 			st := 'ok';
 			BEGIN
 				IF f = 'parse_event' THEN
-					PERFORM maileroo_parse_event(r.body);
+					ev := maileroo_parse_event(r.body);
+					-- every row parsed must agree with jsonb's reading
+					field := CASE WHEN jsonb_typeof(j) = 'object'
+								  THEN pg_temp.fuzz_disagrees(ev, j) END;
+					IF field IS NOT NULL THEN
+						st := 'mismatch';
+						INSERT INTO fuzz_bad VALUES (r.id, f, st, field, r.body);
+					END IF;
 				ELSIF f = 'parse_event_jsonb' THEN
-					BEGIN
-						j := r.body::jsonb;
-					EXCEPTION WHEN data_exception OR program_limit_exceeded
-						OR statement_too_complex THEN
-						j := NULL;
-					END;
 					IF j IS NULL THEN
 						st := 'not jsonb';
 					ELSE
@@ -274,8 +311,9 @@ def main():
 
     crashed = rc != 0 or not results
     internal = sum(c.get('XX000', 0) for c in results.values())
+    mismatch = sum(c.get('mismatch', 0) for c in results.values())
     outside = sum(n for c in results.values() for st, n in c.items()
-                  if st not in ('ok', 'not jsonb') and not st.startswith('22'))
+                  if st not in ('ok', 'not jsonb', 'mismatch') and not st.startswith('22'))
     calls = sum(n for c in results.values() for n in c.values())
 
     if bad:
@@ -293,11 +331,12 @@ def main():
     print('crashes: %d' % (1 if crashed else 0))
     print('internal errors (XX000): %d' % internal)
     print('errors outside class 22: %d' % outside)
+    print('rows that disagree with jsonb: %d' % mismatch)
     if crashed:
         print('\n'.join(out[-20:]))
     for line in bad[:10]:
         print(line[:300])
-    sys.exit(1 if crashed or internal or outside else 0)
+    sys.exit(1 if crashed or internal or outside or mismatch else 0)
 
 
 if __name__ == '__main__':
