@@ -155,14 +155,26 @@ typedef struct RequiredField
 {
 	ReqState	state;
 	const char *bad_type;
-	char	   *str;			/* REQ_OK string value */
+	const char *str;			/* the value read: len bytes, not terminated */
+	int			len;
 	TimestampTz time;			/* REQ_OK event_time */
 } RequiredField;
+
+/*
+ * A string value: len bytes at p, which point into the body when there was
+ * nothing to de-escape, so they are not NUL-terminated.  p is NULL when the
+ * value is absent.
+ */
+typedef struct StrSpan
+{
+	const char *p;
+	int			len;
+} StrSpan;
 
 /* One key of extra. */
 typedef struct ExtraPair
 {
-	char	   *key;
+	const char *key;
 	int			keylen;
 	JsonbValue *value;
 } ExtraPair;
@@ -172,8 +184,10 @@ typedef struct EventParse
 	JsonLexContext *lex;
 	char	   *val_start;		/* where the value being read starts */
 	int			depth;			/* containers open */
+	char	   *key_hint;		/* where the next key's quote is looked for */
 	TopField	field;			/* top-level key being read */
-	char	   *fname;			/* its name */
+	const char *fname;			/* its name (fnamelen bytes, not terminated) */
+	int			fnamelen;
 	bool		capture;		/* building the current top-level container */
 	JsonbParseState *cap;		/* its builder */
 	DataField	dfield;			/* event_data key being read (depth 2) */
@@ -190,11 +204,11 @@ typedef struct EventParse
 	int64		domain_id;
 	bool		have_user_id;
 	int64		user_id;
-	char	   *message_id;
-	char	   *message_reference_id;
+	StrSpan		message_id;
+	StrSpan		message_reference_id;
 	JsonbValue *tags;			/* an object, or NULL */
 	JsonbValue *event_data;		/* an object, or NULL for '{}' */
-	char	   *data[DF_COUNT]; /* event_data strings; "to": the address */
+	StrSpan		data[DF_COUNT]; /* event_data strings; "to": the address */
 
 	ExtraPair  *extra;
 	int			nextra;
@@ -496,14 +510,14 @@ parse_ip(const char *s)
 }
 
 /*
- * The address part of "Name <addr>", or the whole (trimmed) text when there
- * are no angle brackets.  NULL when nothing is left.
+ * The address part of "Name <addr>" (len bytes at s), or the whole (trimmed)
+ * text when there are no angle brackets.  NULL when nothing is left.
  */
 static char *
-address_part(const char *s)
+address_part(const char *s, int len)
 {
 	const char *start = s;
-	const char *end = s + strlen(s);
+	const char *end = s + len;
 	const char *lt;
 
 	while (start < end && isspace((unsigned char) *start))
@@ -576,55 +590,60 @@ parse_smtp_reason(const char *reason, int *code, char **status)
  * The semantic actions.
  * ---------------------------------------------------------------- */
 
-static TopField
-top_field(const char *f)
+static inline bool
+span_is(const char *p, int len, const char *word, int wlen)
 {
-	switch (f[0])
+	return len == wlen && memcmp(p, word, wlen) == 0;
+}
+
+/* Which top-level key f[0..len) is; keys are told apart by length first. */
+static TopField
+top_field(const char *f, int len)
+{
+	switch (len)
 	{
-		case 'd':
-			if (strcmp(f, "domain_id") == 0)
-				return TF_DOMAIN_ID;
-			break;
-		case 'e':
-			if (strncmp(f, "event_", 6) == 0)
-			{
-				if (strcmp(f + 6, "id") == 0)
-					return TF_EVENT_ID;
-				if (strcmp(f + 6, "type") == 0)
-					return TF_EVENT_TYPE;
-				if (strcmp(f + 6, "time") == 0)
-					return TF_EVENT_TIME;
-				if (strcmp(f + 6, "data") == 0)
-					return TF_EVENT_DATA;
-			}
-			break;
-		case 'i':
-			if (strcmp(f, "inserted_at") == 0)
-				return TF_INSERTED_AT;
-			break;
-		case 'm':
-			if (strcmp(f, "message_id") == 0)
-				return TF_MESSAGE_ID;
-			if (strcmp(f, "message_reference_id") == 0)
-				return TF_MESSAGE_REFERENCE_ID;
-			break;
-		case 't':
-			if (strcmp(f, "tags") == 0)
+		case 4:
+			if (span_is(f, len, "tags", 4))
 				return TF_TAGS;
 			break;
-		case 'u':
-			if (strcmp(f, "user_id") == 0)
+		case 7:
+			if (span_is(f, len, "user_id", 7))
 				return TF_USER_ID;
+			break;
+		case 8:
+			if (span_is(f, len, "event_id", 8))
+				return TF_EVENT_ID;
+			break;
+		case 9:
+			if (span_is(f, len, "domain_id", 9))
+				return TF_DOMAIN_ID;
+			break;
+		case 10:
+			if (span_is(f, len, "event_type", 10))
+				return TF_EVENT_TYPE;
+			if (span_is(f, len, "event_time", 10))
+				return TF_EVENT_TIME;
+			if (span_is(f, len, "event_data", 10))
+				return TF_EVENT_DATA;
+			if (span_is(f, len, "message_id", 10))
+				return TF_MESSAGE_ID;
+			break;
+		case 11:
+			if (span_is(f, len, "inserted_at", 11))
+				return TF_INSERTED_AT;
+			break;
+		case 20:
+			if (span_is(f, len, "message_reference_id", 20))
+				return TF_MESSAGE_REFERENCE_ID;
 			break;
 	}
 	return TF_OTHER;
 }
 
-/* Drop key f from extra, if there (a later duplicate key replaces it). */
+/* Drop key f[0..len) from extra, if there (a later duplicate replaces it). */
 static void
-extra_remove(EventParse *ep, const char *f)
+extra_remove(EventParse *ep, const char *f, int len)
 {
-	int			len = strlen(f);
 	int			i;
 
 	for (i = 0; i < ep->nextra; i++)
@@ -637,11 +656,11 @@ extra_remove(EventParse *ep, const char *f)
 	}
 }
 
-/* Set extra's key f to v, replacing an earlier value. */
+/* Set extra's key f[0..len) to v, replacing an earlier value. */
 static void
-extra_set(EventParse *ep, char *f, JsonbValue *v)
+extra_set(EventParse *ep, const char *f, int len, JsonbValue *v)
 {
-	extra_remove(ep, f);
+	extra_remove(ep, f, len);
 	if (ep->nextra == ep->extra_cap)
 	{
 		ep->extra_cap = ep->extra_cap == 0 ? 8 : ep->extra_cap * 2;
@@ -651,7 +670,7 @@ extra_set(EventParse *ep, char *f, JsonbValue *v)
 			ep->extra = repalloc(ep->extra, ep->extra_cap * sizeof(ExtraPair));
 	}
 	ep->extra[ep->nextra].key = f;
-	ep->extra[ep->nextra].keylen = strlen(f);
+	ep->extra[ep->nextra].keylen = len;
 	ep->extra[ep->nextra].value = v;
 	ep->nextra++;
 }
@@ -666,23 +685,26 @@ string_too_long(void)
 					   JENTRY_OFFLENMASK)));
 }
 
-/* A scalar token as a JsonbValue, as jsonb_in makes it. */
+/*
+ * A scalar as a JsonbValue, as jsonb_in makes it: for a string, the len
+ * bytes at token; otherwise the lexer's NUL-terminated token.
+ */
 static JsonbValue *
-scalar_value(char *token, JsonTokenType tt, JsonbValue *v)
+scalar_value(const char *token, int len, JsonTokenType tt, JsonbValue *v)
 {
 	switch (tt)
 	{
 		case JSON_TOKEN_STRING:
-			v->type = jbvString;
-			v->val.string.len = strlen(token);
-			if (v->val.string.len > JENTRY_OFFLENMASK)
+			if (len > JENTRY_OFFLENMASK)
 				string_too_long();
-			v->val.string.val = token;
+			v->type = jbvString;
+			v->val.string.len = len;
+			v->val.string.val = (char *) token;
 			break;
 		case JSON_TOKEN_NUMBER:
 			v->type = jbvNumeric;
 			v->val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																 CStringGetDatum(token),
+																 CStringGetDatum((char *) token),
 																 ObjectIdGetDatum(InvalidOid),
 																 Int32GetDatum(-1)));
 			break;
@@ -737,10 +759,10 @@ reset_field(EventParse *ep, TopField f)
 			ep->have_user_id = false;
 			break;
 		case TF_MESSAGE_ID:
-			ep->message_id = NULL;
+			ep->message_id.p = NULL;
 			break;
 		case TF_MESSAGE_REFERENCE_ID:
-			ep->message_reference_id = NULL;
+			ep->message_reference_id.p = NULL;
 			break;
 		case TF_TAGS:
 			ep->tags = NULL;
@@ -752,7 +774,8 @@ reset_field(EventParse *ep, TopField f)
 		default:
 			return;
 	}
-	extra_remove(ep, ep->fname);
+	if (ep->nextra > 0)
+		extra_remove(ep, ep->fname, ep->fnamelen);
 }
 
 /*
@@ -892,22 +915,43 @@ value_span(EventParse *ep, int *len)
 	return string_span(ep->val_start, ep->lex->prev_token_terminator, len);
 }
 
+static inline bool
+json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 /*
- * The key of the field whose value is about to be read: the lexer has moved
- * past the key and the colon, so the key is found backwards from the colon.
- * Inside a JSON string every '"' is escaped by an odd number of
- * backslashes, so the first quote found that is not is the opening one.
+ * The key of the field whose value is about to be read.  The lexer has
+ * moved past the key and the colon, so the key ends at the last quote
+ * before the colon.  It starts at the first quote after key_hint, which
+ * points just past the '{' or ',' that precedes every key (set by
+ * ev_object_start and ev_object_field_end, the last callbacks before each
+ * key is read).  Should the hint not lead to a quote, the opening quote is
+ * found by scanning back from the closing one: inside a JSON string every
+ * '"' is escaped by an odd number of backslashes, so the first quote found
+ * that is not is the opening one.
  */
 static char *
 key_span(EventParse *ep, int *len)
 {
-	char	   *p = ep->lex->prev_token_terminator - 1;	/* the colon */
-	char	   *close;
+	char	   *close = ep->lex->prev_token_terminator - 1;	/* the colon */
+	char	   *p = ep->key_hint;
 
 	do
-		p--;
-	while (*p != '"');
-	close = p;
+		close--;
+	while (*close != '"');
+
+	ep->key_hint = NULL;
+	if (p != NULL)
+	{
+		while (json_space(*p))
+			p++;
+		if (*p == '"' && p < close)
+			return string_span(p, close + 1, len);
+	}
+
+	p = close;
 	for (;;)
 	{
 		int			n = 0;
@@ -921,12 +965,6 @@ key_span(EventParse *ep, int *len)
 			break;
 	}
 	return string_span(p, close + 1, len);
-}
-
-static inline bool
-span_is(const char *p, int len, const char *word, int wlen)
-{
-	return len == wlen && memcmp(p, word, wlen) == 0;
 }
 
 static DataField
@@ -969,14 +1007,16 @@ ev_object_field_start(void *state, char *unused, bool isnull)
 
 	ep->val_start = ep->lex->token_start;
 	if (ep->depth != 1 && !ep->capture)
+	{
+		ep->key_hint = NULL;
 		JSON_ACTION_RETURN;
+	}
 	key = key_span(ep, &len);
 	if (ep->depth == 1)
 	{
-		char	   *fname = pnstrdup(key, len);
-
-		ep->field = top_field(fname);
-		ep->fname = fname;
+		ep->field = top_field(key, len);
+		ep->fname = key;
+		ep->fnamelen = len;
 		reset_field(ep, ep->field);
 	}
 	else
@@ -987,7 +1027,7 @@ ev_object_field_start(void *state, char *unused, bool isnull)
 		{
 			ep->dfield = data_field_span(key, len);
 			if (ep->dfield != DF_NONE)
-				ep->data[ep->dfield] = NULL;
+				ep->data[ep->dfield].p = NULL;
 		}
 		v.type = jbvString;
 		v.val.string.len = len;
@@ -1002,6 +1042,8 @@ ev_object_field_end(void *state, char *fname, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
 
+	/* the lexer's current token is the ',' before the next key, if any */
+	ep->key_hint = ep->lex->token_terminator;
 	if (ep->depth == 1)
 		ep->field = TF_NONE;
 	else if (ep->depth == 2)
@@ -1080,13 +1122,17 @@ container_end(EventParse *ep, bool is_object)
 	else if (ep->field == TF_EVENT_DATA && is_object)
 		ep->event_data = res;
 	else
-		extra_set(ep, ep->fname, res);
+		extra_set(ep, ep->fname, ep->fnamelen, res);
 }
 
 static JSON_ACTION_RESULT
 ev_object_start(void *state)
 {
-	container_start((EventParse *) state, true);
+	EventParse *ep = (EventParse *) state;
+
+	container_start(ep, true);
+	/* the lexer's current token is this object's '{' */
+	ep->key_hint = ep->lex->token_terminator;
 	JSON_ACTION_RETURN;
 }
 
@@ -1132,12 +1178,13 @@ ev_array_element_end(void *state, bool isnull)
 
 /* A required string field's scalar value. */
 static void
-required_string(RequiredField *rf, char *token, JsonTokenType tt)
+required_string(RequiredField *rf, const char *token, int len, JsonTokenType tt)
 {
 	if (tt == JSON_TOKEN_STRING)
 	{
-		rf->state = token[0] == '\0' ? REQ_EMPTY : REQ_OK;
+		rf->state = len == 0 ? REQ_EMPTY : REQ_OK;
 		rf->str = token;
+		rf->len = len;
 	}
 	else if (tt == JSON_TOKEN_NULL)
 		rf->state = REQ_NULL;
@@ -1148,40 +1195,59 @@ required_string(RequiredField *rf, char *token, JsonTokenType tt)
 	}
 }
 
-/* A top-level scalar value. */
+/*
+ * A NUL-terminated copy of s[0..len), in buf when it fits (the values parsed
+ * from text here are short), else palloc'd.
+ */
+static const char *
+terminated(const char *s, int len, char *buf, int bufsize)
+{
+	if (len >= bufsize)
+		return pnstrdup(s, len);
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+/*
+ * A top-level scalar value: for a string, the len bytes at token (not
+ * NUL-terminated); otherwise the lexer's NUL-terminated token.
+ */
 static void
-top_scalar(EventParse *ep, char *token, JsonTokenType tt)
+top_scalar(EventParse *ep, const char *token, int len, JsonTokenType tt)
 {
 	bool		keep = false;	/* keep the raw value in extra */
+	char		buf[64];
 
 	switch (ep->field)
 	{
 		case TF_EVENT_ID:
-			required_string(&ep->event_id, token, tt);
+			required_string(&ep->event_id, token, len, tt);
 			break;
 		case TF_EVENT_TYPE:
-			required_string(&ep->event_type, token, tt);
+			required_string(&ep->event_type, token, len, tt);
 			break;
 		case TF_EVENT_TIME:
 			if (tt == JSON_TOKEN_NUMBER || tt == JSON_TOKEN_STRING)
 			{
-				char	   *s = token;
+				const char *s = token;
 				int			r;
 
 				if (tt == JSON_TOKEN_STRING)
 				{
 					/* a numeric string, surrounding spaces allowed */
-					char	   *e;
+					const char *e = token + len;
 
-					while (isspace((unsigned char) *s))
+					while (s < e && isspace((unsigned char) *s))
 						s++;
-					e = s + strlen(s);
 					while (e > s && isspace((unsigned char) e[-1]))
-						*--e = '\0';
+						e--;
+					s = pnstrdup(s, e - s);
 				}
 				r = parse_unix_time(s, &ep->event_time.time);
 				ep->event_time.state = r > 0 ? REQ_OK : r == 0 ? REQ_BAD_TIME : REQ_TIME_RANGE;
 				ep->event_time.str = token;
+				ep->event_time.len = len;
 			}
 			else if (tt == JSON_TOKEN_NULL)
 				ep->event_time.state = REQ_NULL;
@@ -1194,7 +1260,9 @@ top_scalar(EventParse *ep, char *token, JsonTokenType tt)
 		case TF_INSERTED_AT:
 			if (tt == JSON_TOKEN_STRING)
 			{
-				ep->have_inserted_at = parse_iso_time(token, &ep->inserted_at);
+				ep->have_inserted_at =
+					parse_iso_time(terminated(token, len, buf, sizeof(buf)),
+								   &ep->inserted_at);
 				keep = !ep->have_inserted_at;
 			}
 			else
@@ -1202,23 +1270,35 @@ top_scalar(EventParse *ep, char *token, JsonTokenType tt)
 			break;
 		case TF_DOMAIN_ID:
 			if (tt == JSON_TOKEN_NUMBER || tt == JSON_TOKEN_STRING)
-				ep->have_domain_id = parse_int64(token, &ep->domain_id);
+				ep->have_domain_id =
+					parse_int64(tt == JSON_TOKEN_STRING ?
+								terminated(token, len, buf, sizeof(buf)) : token,
+								&ep->domain_id);
 			keep = !ep->have_domain_id && tt != JSON_TOKEN_NULL;
 			break;
 		case TF_USER_ID:
 			if (tt == JSON_TOKEN_NUMBER || tt == JSON_TOKEN_STRING)
-				ep->have_user_id = parse_int64(token, &ep->user_id);
+				ep->have_user_id =
+					parse_int64(tt == JSON_TOKEN_STRING ?
+								terminated(token, len, buf, sizeof(buf)) : token,
+								&ep->user_id);
 			keep = !ep->have_user_id && tt != JSON_TOKEN_NULL;
 			break;
 		case TF_MESSAGE_ID:
 			if (tt == JSON_TOKEN_STRING)
-				ep->message_id = token;
+			{
+				ep->message_id.p = token;
+				ep->message_id.len = len;
+			}
 			else
 				keep = tt != JSON_TOKEN_NULL;
 			break;
 		case TF_MESSAGE_REFERENCE_ID:
 			if (tt == JSON_TOKEN_STRING)
-				ep->message_reference_id = token;
+			{
+				ep->message_reference_id.p = token;
+				ep->message_reference_id.len = len;
+			}
 			else
 				keep = tt != JSON_TOKEN_NULL;
 			break;
@@ -1231,7 +1311,8 @@ top_scalar(EventParse *ep, char *token, JsonTokenType tt)
 			break;
 	}
 	if (keep)
-		extra_set(ep, ep->fname, scalar_value(token, tt, palloc(sizeof(JsonbValue))));
+		extra_set(ep, ep->fname, ep->fnamelen,
+				  scalar_value(token, len, tt, palloc(sizeof(JsonbValue))));
 }
 
 static JSON_ACTION_RESULT
@@ -1250,26 +1331,36 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 		str = value_span(ep, &len);
 	if (ep->depth == 1)
 	{
-		top_scalar(ep, tt == JSON_TOKEN_STRING ? pnstrdup(str, len) : token, tt);
+		if (tt == JSON_TOKEN_STRING)
+			top_scalar(ep, str, len, tt);
+		else
+			top_scalar(ep, token, strlen(token), tt);
 		JSON_ACTION_RETURN;
 	}
 	if (tt == JSON_TOKEN_STRING)
 	{
 		if (ep->field == TF_EVENT_DATA)
 		{
+			StrSpan    *d = NULL;
+
 			if (ep->depth == 2 && ep->dfield != DF_NONE)
-				ep->data[ep->dfield] = pnstrdup(str, len);
+				d = &ep->data[ep->dfield];
 			else if (ep->depth == 3 && ep->to_array && ep->to_index == 0)
-				ep->data[DF_TO] = pnstrdup(str, len);
+				d = &ep->data[DF_TO];
+			if (d != NULL)
+			{
+				d->p = str;
+				d->len = len;
+			}
 		}
+		if (len > JENTRY_OFFLENMASK)
+			string_too_long();
 		v.type = jbvString;
 		v.val.string.len = len;
 		v.val.string.val = str;
-		if (len > JENTRY_OFFLENMASK)
-			string_too_long();
 	}
 	else
-		scalar_value(token, tt, &v);
+		scalar_value(token, 0, tt, &v);
 	pushJsonbValue(&ep->cap,
 				   ep->cap->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
 				   &v);
@@ -1283,7 +1374,7 @@ event_error_context(void *arg)
 	EventParse *ep = (EventParse *) arg;
 
 	if (ep->depth >= 1 && ep->field != TF_NONE && ep->fname != NULL)
-		errcontext("webhook event field \"%s\"", ep->fname);
+		errcontext("webhook event field \"%.*s\"", ep->fnamelen, ep->fname);
 }
 
 /* Report a JSON syntax error from the lexer. */
@@ -1314,11 +1405,11 @@ check_not_blank(const char *body, int len)
 			 errmsg("webhook body is empty")));
 }
 
-/* At most 100 characters of a value, for a message. */
+/* At most 100 characters of a value of len bytes, for a message. */
 static char *
-clip(const char *s)
+clip(const char *s, int len)
 {
-	return pnstrdup(s, pg_mbcliplen(s, strlen(s), 100));
+	return pnstrdup(s, pg_mbcliplen(s, len, 100));
 }
 
 static void
@@ -1354,13 +1445,13 @@ required_error(RequiredField *rf, const char *name)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("webhook event field \"%s\" is not a number of seconds", name),
-					 errdetail("The value is \"%s\".", clip(rf->str))));
+					 errdetail("The value is \"%s\".", clip(rf->str, rf->len))));
 			break;
 		case REQ_TIME_RANGE:
 			ereport(ERROR,
 					(errcode(ERRCODE_DATETIME_FIELD_OVERFLOW),
 					 errmsg("webhook event field \"%s\" is out of range", name),
-					 errdetail("The value is \"%s\".", clip(rf->str))));
+					 errdetail("The value is \"%s\".", clip(rf->str, rf->len))));
 			break;
 	}
 }
@@ -1393,7 +1484,7 @@ extra_jsonb(EventParse *ep)
 
 		pair->key.type = jbvString;
 		pair->key.val.string.len = ep->extra[i].keylen;
-		pair->key.val.string.val = ep->extra[i].key;
+		pair->key.val.string.val = (char *) ep->extra[i].key;
 		pair->value = *ep->extra[i].value;
 		pair->order = i;
 	}
@@ -1404,6 +1495,12 @@ static inline Datum
 text_datum(const char *s)
 {
 	return PointerGetDatum(cstring_to_text(s));
+}
+
+static inline Datum
+span_datum(const char *p, int len)
+{
+	return PointerGetDatum(cstring_to_text_with_len(p, len));
 }
 
 /*
@@ -1422,10 +1519,12 @@ parse_event_body(EventCache *cache, char *body, int len)
 	Datum		values[EVENT_NATTS];
 	bool		nulls[EVENT_NATTS];
 	HeapTuple	tuple;
+	text	   *t;
 	char	   *s;
-	const char *reason;
+	const StrSpan *reason;
 	int			smtp_code;
 	char	   *smtp_status;
+	char		ipbuf[72];
 
 	MemoryContextSwitchTo(cache->scratch);
 
@@ -1462,10 +1561,12 @@ parse_event_body(EventCache *cache, char *body, int len)
 	required_error(&ep.event_time, "event_time");
 
 	memset(nulls, true, sizeof(nulls));
-	values[COL_EVENT_ID] = text_datum(ep.event_id.str);
-	for (s = ep.event_type.str; *s; s++)
+	values[COL_EVENT_ID] = span_datum(ep.event_id.str, ep.event_id.len);
+	/* the span may point into the caller's body: lower-case the copy */
+	t = cstring_to_text_with_len(ep.event_type.str, ep.event_type.len);
+	for (s = VARDATA(t); s < VARDATA(t) + ep.event_type.len; s++)
 		*s = pg_ascii_tolower((unsigned char) *s);
-	values[COL_EVENT_TYPE] = text_datum(ep.event_type.str);
+	values[COL_EVENT_TYPE] = PointerGetDatum(t);
 	values[COL_EVENT_TIME] = TimestampTzGetDatum(ep.event_time.time);
 	nulls[COL_EVENT_ID] = nulls[COL_EVENT_TYPE] = nulls[COL_EVENT_TIME] = false;
 
@@ -1484,30 +1585,34 @@ parse_event_body(EventCache *cache, char *body, int len)
 		values[COL_USER_ID] = Int64GetDatum(ep.user_id);
 		nulls[COL_USER_ID] = false;
 	}
-	if (ep.message_id != NULL)
+	if (ep.message_id.p != NULL)
 	{
-		int			mlen = strlen(ep.message_id);
+		const char *m = ep.message_id.p;
+		int			mlen = ep.message_id.len;
 
-		s = ep.message_id;
-		if (mlen >= 2 && s[0] == '<' && s[mlen - 1] == '>')
-			values[COL_MESSAGE_ID] = PointerGetDatum(cstring_to_text_with_len(s + 1, mlen - 2));
+		if (mlen >= 2 && m[0] == '<' && m[mlen - 1] == '>')
+			values[COL_MESSAGE_ID] = span_datum(m + 1, mlen - 2);
 		else
-			values[COL_MESSAGE_ID] = text_datum(s);
+			values[COL_MESSAGE_ID] = span_datum(m, mlen);
 		nulls[COL_MESSAGE_ID] = false;
 	}
-	if (ep.message_reference_id != NULL)
+	if (ep.message_reference_id.p != NULL)
 	{
-		values[COL_MESSAGE_REFERENCE_ID] = text_datum(ep.message_reference_id);
+		values[COL_MESSAGE_REFERENCE_ID] = span_datum(ep.message_reference_id.p,
+													  ep.message_reference_id.len);
 		nulls[COL_MESSAGE_REFERENCE_ID] = false;
 	}
-	if (ep.data[DF_TO] != NULL && (s = address_part(ep.data[DF_TO])) != NULL)
+	if (ep.data[DF_TO].p != NULL &&
+		(s = address_part(ep.data[DF_TO].p, ep.data[DF_TO].len)) != NULL)
 	{
 		values[COL_RECIPIENT] = text_datum(s);
 		nulls[COL_RECIPIENT] = false;
 	}
-	if (ep.data[DF_IP] != NULL)
+	/* an address is at most 64 bytes long; longer text is no address */
+	if (ep.data[DF_IP].p != NULL && ep.data[DF_IP].len <= 64)
 	{
-		inet	   *ip = parse_ip(ep.data[DF_IP]);
+		inet	   *ip = parse_ip(terminated(ep.data[DF_IP].p, ep.data[DF_IP].len,
+											 ipbuf, sizeof(ipbuf)));
 
 		if (ip != NULL)
 		{
@@ -1515,24 +1620,26 @@ parse_event_body(EventCache *cache, char *body, int len)
 			nulls[COL_IP] = false;
 		}
 	}
-	if (ep.data[DF_USER_AGENT] != NULL)
+	if (ep.data[DF_USER_AGENT].p != NULL)
 	{
-		values[COL_USER_AGENT] = text_datum(ep.data[DF_USER_AGENT]);
+		values[COL_USER_AGENT] = span_datum(ep.data[DF_USER_AGENT].p,
+											ep.data[DF_USER_AGENT].len);
 		nulls[COL_USER_AGENT] = false;
 	}
-	if (ep.data[DF_ORIGINAL_URL] != NULL)
+	if (ep.data[DF_ORIGINAL_URL].p != NULL)
 	{
-		values[COL_URL] = text_datum(ep.data[DF_ORIGINAL_URL]);
+		values[COL_URL] = span_datum(ep.data[DF_ORIGINAL_URL].p,
+									 ep.data[DF_ORIGINAL_URL].len);
 		nulls[COL_URL] = false;
 	}
-	reason = ep.data[DF_REASON] != NULL ? ep.data[DF_REASON] : ep.data[DF_REJECT_REASON];
-	if (reason != NULL)
+	reason = ep.data[DF_REASON].p != NULL ? &ep.data[DF_REASON] : &ep.data[DF_REJECT_REASON];
+	if (reason->p != NULL)
 	{
 		const char *bounce = NULL;
 
-		values[COL_REASON] = text_datum(reason);
+		values[COL_REASON] = span_datum(reason->p, reason->len);
 		nulls[COL_REASON] = false;
-		parse_smtp_reason(reason, &smtp_code, &smtp_status);
+		parse_smtp_reason(pnstrdup(reason->p, reason->len), &smtp_code, &smtp_status);
 		if (smtp_code != 0)
 		{
 			values[COL_SMTP_CODE] = Int32GetDatum(smtp_code);
