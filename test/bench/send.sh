@@ -2,7 +2,7 @@
 # test/bench/send.sh: how fast synchronous sends are, and what connection
 # reuse is worth.
 #
-#   bash test/bench/send.sh [CALLS] [ROUNDS]      (defaults: 2000 calls, 3 rounds)
+#   bash test/bench/send.sh [CALLS] [ROUNDS]      (defaults: 2000 calls, 5 rounds)
 #
 # Starts a throwaway cluster and nginx (with Debian's echo module) on
 # 127.0.0.1 answering POST /api/v2/emails at once with a Maileroo success
@@ -10,14 +10,18 @@
 # each connection after its answer (keepalive_timeout 0), which forces a
 # new connection per call.  Each round runs CALLS sequential
 # maileroo_send_now() calls in one session against each server, and reads
-# nginx's stub_status to count the connections each run opened.  Prints
-# calls per second, the median time per call and the connection count of
-# every run, then the medians over the rounds and their ratio.
+# nginx's stub_status to count the connections each run opened.  Each round
+# also runs the same POSTs from a bare libcurl loop outside the database
+# (test/bench/curl_loop.c) on one kept connection: what this machine's
+# loopback and nginx allow.  Prints calls per second, the median time per
+# call and the connection count of every run, then the medians over the
+# rounds, their ratios, and whether the kept-connection rate meets the
+# target of 4,000 calls per second.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
 CALLS=${1:-2000}
-ROUNDS=${2:-3}
+ROUNDS=${2:-5}
 
 mr_install_deps nginx libnginx-mod-http-echo
 mr_runas_setup
@@ -37,6 +41,9 @@ mr_log "building"
 make -s -C "$MR_TOP" PG_CONFIG="$PG_CONFIG" >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log"; exit 1; }
 mr_temp_install "$TMP/install"
 export PATH="$MR_BINDIR:$PATH"
+# shellcheck disable=SC2046
+gcc -O2 -o "$TMP/curl_loop" "$MR_TOP/test/bench/curl_loop.c" $(curl-config --cflags --libs) ||
+	mr_die "could not build curl_loop"
 
 # nginx: a fast local stand-in for Maileroo.
 KEEP_PORT=$(mr_free_port)
@@ -125,7 +132,7 @@ run() {
 
 mr_log "$CALLS sequential maileroo_send_now() calls per run, $ROUNDS rounds"
 printf '%-5s  %-26s %12s %12s %12s\n' round mode calls/s "median ms" connections
-keep_rates=() close_rates=() keep_meds=() close_meds=()
+keep_rates=() close_rates=() keep_meds=() close_meds=() bare_rates=() bare_meds=()
 for r in $(seq 1 "$ROUNDS"); do
 	line=$(run "$KEEP_PORT") || exit 1
 	read -r rate med conns <<<"$line"
@@ -135,13 +142,21 @@ for r in $(seq 1 "$ROUNDS"); do
 	read -r rate med conns <<<"$line"
 	printf '%-5s  %-26s %12.0f %12.3f %12s\n' "$r" "new connection each call" "$rate" "$med" "$conns"
 	close_rates+=("$rate") close_meds+=("$med")
+	before=$(accepts)
+	line=$("$TMP/curl_loop" "http://127.0.0.1:$KEEP_PORT/api/v2/emails" "$CALLS") || exit 1
+	read -r rate med <<<"$line"
+	printf '%-5s  %-26s %12.0f %12.3f %12s\n' "$r" "bare libcurl loop" "$rate" "$med" "$(($(accepts) - before - 1))"
+	bare_rates+=("$rate") bare_meds+=("$med")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-kr=$(median "${keep_rates[@]}") cr=$(median "${close_rates[@]}")
-km=$(median "${keep_meds[@]}") cm=$(median "${close_meds[@]}")
+kr=$(median "${keep_rates[@]}") cr=$(median "${close_rates[@]}") br=$(median "${bare_rates[@]}")
+km=$(median "${keep_meds[@]}") cm=$(median "${close_meds[@]}") bm=$(median "${bare_meds[@]}")
 printf '%-5s  %-26s %12.0f %12.3f\n' median "kept connection" "$kr" "$km"
 printf '%-5s  %-26s %12.0f %12.3f\n' median "new connection each call" "$cr" "$cm"
+printf '%-5s  %-26s %12.0f %12.3f\n' median "bare libcurl loop" "$br" "$bm"
 awk -v k="$kr" -v c="$cr" 'BEGIN {printf "connection reuse: %.2fx the calls per second of a new connection per call\n", k / c}'
+awk -v k="$kr" -v b="$br" 'BEGIN {printf "maileroo_send_now: %.0f%% of the bare libcurl loop'"'"'s calls per second\n", 100 * k / b}'
+awk -v k="$kr" 'BEGIN {printf "target: at least 4000 calls/s on a kept connection: %s\n", (k >= 4000) ? "meets" : "MISSES"}'
 
 # Memory: one session's resident size after CALLS calls and after 4x CALLS.
 rss="(SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmRSS:\s+(\d+)'))[1])"
