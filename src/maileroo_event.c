@@ -9,8 +9,9 @@
  * keys (to, ip, user_agent, original_url, reason, reject_reason) at depth 2
  * while event_data is being read.  Only the values that are stored as jsonb
  * (tags, event_data, unknown top-level keys and optional values that cannot
- * be typed) are built as JsonbValue trees with pushJsonbValue during that
- * same pass, the way jsonb_in builds them; nothing is parsed twice.
+ * be typed) are built during that same pass, as the JsonbValue trees jsonb_in
+ * would build, and turned into jsonb by JsonbValueToJsonb(); nothing is
+ * parsed twice.
  *
  * The lexer runs with need_escapes off: it still checks every token and
  * escape, but does not copy strings out character by character.  String
@@ -189,7 +190,9 @@ typedef struct EventParse
 	const char *fname;			/* its name (fnamelen bytes, not terminated) */
 	int			fnamelen;
 	bool		capture;		/* building the current top-level container */
-	JsonbParseState *cap;		/* its builder */
+	struct BuildFrame *frames;	/* its containers still open, innermost last */
+	int			nframes;
+	int			frames_cap;
 	DataField	dfield;			/* event_data key being read (depth 2) */
 	bool		to_array;		/* event_data.to is an array being read */
 	int			to_index;		/* its current element */
@@ -214,6 +217,13 @@ typedef struct EventParse
 	int			nextra;
 	int			extra_cap;
 } EventParse;
+
+/* A container being built for jsonb, and the room in its pairs or elems. */
+typedef struct BuildFrame
+{
+	JsonbValue *cont;			/* jbvObject or jbvArray */
+	int			size;
+} BuildFrame;
 
 /* What a SQL function keeps across calls (fn_extra). */
 typedef struct EventCache
@@ -998,6 +1008,186 @@ data_field_span(const char *f, int len)
 	return DF_NONE;
 }
 
+/* ----------------------------------------------------------------
+ * Building jsonb values.
+ *
+ * tags, event_data and other containers are built as the JsonbValue tree
+ * that JsonbValueToJsonb() takes (what pushJsonbValue builds, without its
+ * general-purpose state machine): each open container is a frame, keys and
+ * values are appended in place, and an object's pairs are sorted and its
+ * duplicate keys dropped when it closes, the last value of a key winning,
+ * as in jsonb.
+ * ---------------------------------------------------------------- */
+
+#define BUILD_INITIAL_SIZE 4
+#define BUILD_SORT_INSERTION_MAX 16
+/* as many members as jsonb takes and one allocation holds */
+#define BUILD_MAX_MEMBERS ((int) Min(JB_CMASK, MaxAllocSize / sizeof(JsonbPair)))
+
+static void
+too_many_members(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("webhook body holds an object or array too large for jsonb")));
+}
+
+static void
+build_begin(EventParse *ep, bool is_object)
+{
+	JsonbValue *c = palloc(sizeof(JsonbValue));
+	BuildFrame *f;
+
+	if (ep->nframes == ep->frames_cap)
+	{
+		ep->frames_cap = ep->frames_cap == 0 ? 8 : ep->frames_cap * 2;
+		ep->frames = ep->frames == NULL ?
+			palloc(ep->frames_cap * sizeof(BuildFrame)) :
+			repalloc(ep->frames, ep->frames_cap * sizeof(BuildFrame));
+	}
+	f = &ep->frames[ep->nframes++];
+	f->cont = c;
+	f->size = BUILD_INITIAL_SIZE;
+	if (is_object)
+	{
+		c->type = jbvObject;
+		c->val.object.nPairs = 0;
+		c->val.object.pairs = palloc(BUILD_INITIAL_SIZE * sizeof(JsonbPair));
+	}
+	else
+	{
+		c->type = jbvArray;
+		c->val.array.nElems = 0;
+		c->val.array.rawScalar = false;
+		c->val.array.elems = palloc(BUILD_INITIAL_SIZE * sizeof(JsonbValue));
+	}
+}
+
+/* Room for one more pair or element in frame f. */
+static void
+build_grow(BuildFrame *f)
+{
+	JsonbValue *c = f->cont;
+
+	if (f->size > BUILD_MAX_MEMBERS / 2)
+		too_many_members();
+	f->size *= 2;
+	if (c->type == jbvObject)
+		c->val.object.pairs = repalloc(c->val.object.pairs, f->size * sizeof(JsonbPair));
+	else
+		c->val.array.elems = repalloc(c->val.array.elems, f->size * sizeof(JsonbValue));
+}
+
+/* A key of the innermost container, an object; its value comes next. */
+static void
+build_key(EventParse *ep, char *key, int len)
+{
+	BuildFrame *f = &ep->frames[ep->nframes - 1];
+	JsonbValue *c = f->cont;
+	JsonbPair  *pair;
+
+	if (len > JENTRY_OFFLENMASK)
+		string_too_long();
+	if (c->val.object.nPairs == f->size)
+		build_grow(f);
+	pair = &c->val.object.pairs[c->val.object.nPairs];
+	pair->key.type = jbvString;
+	pair->key.val.string.len = len;
+	pair->key.val.string.val = key;
+	pair->value.type = jbvNull;
+	pair->order = c->val.object.nPairs++;
+}
+
+/* Where the next value of the innermost container goes. */
+static JsonbValue *
+build_slot(EventParse *ep)
+{
+	BuildFrame *f = &ep->frames[ep->nframes - 1];
+	JsonbValue *c = f->cont;
+
+	if (c->type == jbvObject)
+		return &c->val.object.pairs[c->val.object.nPairs - 1].value;
+	if (c->val.array.nElems == f->size)
+		build_grow(f);
+	return &c->val.array.elems[c->val.array.nElems++];
+}
+
+/* jsonb's key order: shorter keys first, then bytewise; then input order. */
+static int
+pair_cmp(const void *a, const void *b)
+{
+	const JsonbPair *pa = a;
+	const JsonbPair *pb = b;
+	int			res;
+
+	if (pa->key.val.string.len != pb->key.val.string.len)
+		return pa->key.val.string.len > pb->key.val.string.len ? 1 : -1;
+	res = memcmp(pa->key.val.string.val, pb->key.val.string.val,
+				 pa->key.val.string.len);
+	if (res != 0)
+		return res;
+	return pa->order > pb->order ? 1 : -1;
+}
+
+static inline bool
+same_key(const JsonbPair *a, const JsonbPair *b)
+{
+	return a->key.val.string.len == b->key.val.string.len &&
+		memcmp(a->key.val.string.val, b->key.val.string.val,
+			   a->key.val.string.len) == 0;
+}
+
+/* Sort an object's pairs as jsonb stores them, keeping a key's last value. */
+static void
+sort_pairs(JsonbValue *obj)
+{
+	JsonbPair  *pairs = obj->val.object.pairs;
+	int			n = obj->val.object.nPairs;
+	int			i,
+				out;
+
+	if (n <= BUILD_SORT_INSERTION_MAX)
+	{
+		for (i = 1; i < n; i++)
+		{
+			JsonbPair	tmp = pairs[i];
+			int			j = i;
+
+			while (j > 0 && pair_cmp(&pairs[j - 1], &tmp) > 0)
+			{
+				pairs[j] = pairs[j - 1];
+				j--;
+			}
+			pairs[j] = tmp;
+		}
+	}
+	else
+		qsort(pairs, n, sizeof(JsonbPair), pair_cmp);
+
+	/* equal keys now sit in input order: keep the last of each run */
+	out = 0;
+	for (i = 0; i < n; i++)
+	{
+		if (i + 1 < n && same_key(&pairs[i], &pairs[i + 1]))
+			continue;
+		pairs[out++] = pairs[i];
+	}
+	obj->val.object.nPairs = out;
+}
+
+/* The innermost container closes: it becomes its parent's value. */
+static JsonbValue *
+build_end(EventParse *ep)
+{
+	JsonbValue *c = ep->frames[--ep->nframes].cont;
+
+	if (c->type == jbvObject && c->val.object.nPairs > 1)
+		sort_pairs(c);
+	if (ep->nframes > 0)
+		*build_slot(ep) = *c;
+	return c;
+}
+
 static JSON_ACTION_RESULT
 ev_object_field_start(void *state, char *unused, bool isnull)
 {
@@ -1021,18 +1211,13 @@ ev_object_field_start(void *state, char *unused, bool isnull)
 	}
 	else
 	{
-		JsonbValue	v;
-
 		if (ep->depth == 2 && ep->field == TF_EVENT_DATA)
 		{
 			ep->dfield = data_field_span(key, len);
 			if (ep->dfield != DF_NONE)
 				ep->data[ep->dfield].p = NULL;
 		}
-		v.type = jbvString;
-		v.val.string.len = len;
-		v.val.string.val = key;
-		pushJsonbValue(&ep->cap, WJB_KEY, &v);
+		build_key(ep, key, len);
 	}
 	JSON_ACTION_RETURN;
 }
@@ -1082,8 +1267,8 @@ container_start(EventParse *ep, bool is_object)
 				break;
 			default:
 				ep->capture = true;
-				ep->cap = NULL;
-				pushJsonbValue(&ep->cap, is_object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
+				ep->nframes = 0;
+				build_begin(ep, is_object);
 				break;
 		}
 	}
@@ -1095,7 +1280,7 @@ container_start(EventParse *ep, bool is_object)
 			ep->to_array = true;
 			ep->to_index = 0;
 		}
-		pushJsonbValue(&ep->cap, is_object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, NULL);
+		build_begin(ep, is_object);
 	}
 	ep->depth++;
 }
@@ -1109,7 +1294,7 @@ container_end(EventParse *ep, bool is_object)
 	ep->depth--;
 	if (ep->depth == 0 || !ep->capture)
 		return;
-	res = pushJsonbValue(&ep->cap, is_object ? WJB_END_OBJECT : WJB_END_ARRAY, NULL);
+	res = build_end(ep);
 	if (ep->depth == 2 && ep->to_array && ep->field == TF_EVENT_DATA)
 		ep->to_array = false;
 	if (ep->depth > 1)
@@ -1361,9 +1546,7 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 	}
 	else
 		scalar_value(token, 0, tt, &v);
-	pushJsonbValue(&ep->cap,
-				   ep->cap->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE,
-				   &v);
+	*build_slot(ep) = v;
 	JSON_ACTION_RETURN;
 }
 
