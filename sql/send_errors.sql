@@ -171,6 +171,9 @@ GRANT EXECUTE ON FUNCTION maileroo_send_now(text, text, text, text, text, text, 
 SET ROLE maileroo_sender;
 SELECT maileroo_send_now('a@example.com', 'j@example.org', 'S', 'x', reference_id => '0123456789abcdef01234567');
 SELECT maileroo_reference_id() ~ '^[0-9a-f]{24}$' AS public_reference_id;
+-- New ids stay distinct and well-formed over many calls in one session.
+SELECT count(DISTINCT id) AS distinct_ids, bool_and(id ~ '^[0-9a-f]{24}$') AS all_hex
+  FROM (SELECT maileroo_reference_id() AS id FROM generate_series(1, 1000)) s;
 RESET ROLE;
 REVOKE ALL ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM maileroo_sender;
 REVOKE ALL ON FUNCTION try(text) FROM maileroo_sender;
