@@ -281,6 +281,17 @@ FROM maileroo_parse_event('{"event_id": "first", "event_type": "opened", "event_
 	"event_data": {"to": "b@example.org", "to": 7, "ip": "bad", "ip": "10.0.0.2"}}') e;
 SELECT '{"a": 1, "a": 2}'::jsonb AS jsonb_also_keeps_the_last;
 
+-- Keys written with escapes, and whitespace of every kind between tokens:
+-- known keys are recognised and every key reads as jsonb reads it.
+SELECT e.event_id, e.event_type, e.recipient, e.ip,
+	e.event_data = b::jsonb->'event_data' AS event_data_as_jsonb,
+	e.extra = b::jsonb - ARRAY['event_id', 'event_type', 'event_time', 'event_data'] AS extra_as_jsonb,
+	e.extra
+FROM (VALUES (E'{\n\t"event_\\u0069d"\r\n:\t"esc",  "event_type"  :  "opened" ,"event_time":1,\n'
+	'"event_data":{ "t\\u006f" : "Jo <jo@example.org>",\t"ip":"10.0.0.9", "\\"q\\"" : 1, "" : 2 },'
+	'"a\\\\":[ { "k\\"" :{"":[]} } ], "\\\\" : 3 ,"b\\u0022c":4}')) v(b),
+	maileroo_parse_event(b) e;
+
 -- Very long strings.
 SELECT length(e.user_agent) AS user_agent_length, length(e.event_id) AS event_id_length,
 	length(e.event_data->>'user_agent') AS in_event_data
