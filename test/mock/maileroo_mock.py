@@ -40,7 +40,11 @@ Control API (no authentication, plain JSON):
     POST   /_mock/rules               add one rule (object) or several (list)
     DELETE /_mock/rules               remove all rules
     GET    /_mock/scheduled           the scheduled mail held in memory
-    POST   /_mock/reset               rules, requests, scheduled mail, stats
+    POST   /_mock/reset               rules, requests, scheduled mail, stats,
+                                      key settings
+    GET    /_mock/keys                per-key settings, with "limited" counts
+    POST   /_mock/keys                set one key's behaviour (see below)
+    DELETE /_mock/keys                forget every key's settings
     GET    /_mock/webhooks[?secret=S] signed webhook events for accepted mail
 
 A rule (matched in the order added, against API requests only):
@@ -53,6 +57,16 @@ A rule (matched in the order added, against API requests only):
      "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok"}
 A rule with neither status nor mode (or mode "ok") lets the request be
 processed normally, after its delay and with its extra headers.
+
+Per-key behaviour, applied to authenticated API requests after the rules:
+    {"key": "test-key",
+     "rate_limit": 100,  messages per second (a token bucket; 0/null: none);
+                         above it the answer is 429 with Retry-After
+     "burst": 100,       the bucket's size (default: rate_limit, at least 1)
+     "retry_after": 1,   the Retry-After header of those 429s (seconds)
+     "revoked": true}    every request with this key is answered 401
+A key need not be the server's --api-key: a revoked key is refused either
+way, and a key set here with "valid": true is accepted as well.
 
 Recorded requests are
     {"seq", "time", "method", "path", "headers", "body", "json", "conn",
@@ -439,6 +453,34 @@ def normalize_rule(spec, rule_id):
             "retry_after": retry_after, "mode": mode, "message": message}
 
 
+def normalize_key(spec):
+    if not isinstance(spec, dict):
+        raise BadRule("a key setting must be a JSON object")
+    unknown = set(spec) - {"key", "rate_limit", "burst", "retry_after", "revoked", "valid"}
+    if unknown:
+        raise BadRule("unknown key settings: %s" % ", ".join(sorted(unknown)))
+    key = spec.get("key")
+    if not isinstance(key, str) or not key:
+        raise BadRule("key must be a non-empty string")
+    rate = spec.get("rate_limit") or 0
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+        raise BadRule("rate_limit must be a non-negative number")
+    burst = spec.get("burst")
+    if burst is None:
+        burst = max(1, int(math.ceil(rate)))
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise BadRule("burst must be a positive integer")
+    retry_after = spec.get("retry_after", 1)
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+        raise BadRule("retry_after must be a non-negative integer")
+    for flag in ("revoked", "valid"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise BadRule("%s must be a boolean" % flag)
+    return {"key": key, "rate_limit": rate, "burst": burst,
+            "retry_after": retry_after, "revoked": spec.get("revoked", False),
+            "valid": spec.get("valid", False)}
+
+
 def rule_matches(rule, method, path):
     if rule["remaining"] is not None and rule["remaining"] <= 0:
         return False
@@ -467,6 +509,7 @@ class State:
         self.rules = []
         self.scheduled = {}
         self.sched_seq = 0
+        self.keys = {}
         self._clear_requests()
 
     def _clear_requests(self):
@@ -486,6 +529,7 @@ class State:
         with self.lock:
             self.rules = []
             self.scheduled = {}
+            self.keys = {}
             self._clear_requests()
 
     # connections and recording
@@ -552,6 +596,49 @@ class State:
     def clear_rules(self):
         with self.lock:
             self.rules = []
+
+    # per-key behaviour
+    def set_key(self, spec):
+        conf = normalize_key(spec)
+        with self.lock:
+            conf["tokens"] = float(conf["burst"])
+            conf["refilled"] = time.monotonic()
+            conf["limited"] = 0
+            self.keys[conf["key"]] = conf
+            return self._list_keys()
+
+    def _list_keys(self):
+        return [{k: v for k, v in c.items() if k not in ("tokens", "refilled")}
+                for c in self.keys.values()]
+
+    def list_keys(self):
+        with self.lock:
+            return self._list_keys()
+
+    def clear_keys(self):
+        with self.lock:
+            self.keys = {}
+
+    def key_conf(self, key):
+        with self.lock:
+            conf = self.keys.get(key)
+            return dict(conf) if conf else None
+
+    def take_token(self, key):
+        """None when the request may proceed, else the Retry-After to answer."""
+        with self.lock:
+            conf = self.keys.get(key)
+            if conf is None or not conf["rate_limit"]:
+                return None
+            now = time.monotonic()
+            conf["tokens"] = min(float(conf["burst"]), conf["tokens"] +
+                                 (now - conf["refilled"]) * conf["rate_limit"])
+            conf["refilled"] = now
+            if conf["tokens"] >= 1.0:
+                conf["tokens"] -= 1.0
+                return None
+            conf["limited"] += 1
+            return conf["retry_after"]
 
     def take_rule(self, method, path):
         with self.lock:
@@ -873,20 +960,35 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def authorized(self):
-        key = self.state.api_key
+    def presented_key(self):
         auth = self.headers.get("Authorization", "")
         parts = auth.split(None, 1)
-        if len(parts) == 2 and parts[0].lower() == "bearer" and \
-                hmac.compare_digest(parts[1].strip().encode(), key.encode()):
-            return True
+        if len(parts) == 2 and parts[0].lower() == "bearer":
+            return parts[1].strip()
         xkey = self.headers.get("X-Api-Key")
-        return xkey is not None and hmac.compare_digest(xkey.strip().encode(), key.encode())
+        return xkey.strip() if xkey is not None else None
+
+    def authorized(self):
+        """The key presented when it is accepted, else None."""
+        key = self.presented_key()
+        if key is None:
+            return None
+        conf = self.state.key_conf(key)
+        if conf is not None and conf["revoked"]:
+            return None
+        if hmac.compare_digest(key.encode(), self.state.api_key.encode()) or \
+                (conf is not None and conf["valid"]):
+            return key
+        return None
 
     def process(self, method, url, parsed):
         """Normal Maileroo behaviour: (status, body, extra headers)."""
-        if not self.authorized():
+        key = self.authorized()
+        if key is None:
             return 401, envelope(False, MSG_AUTH), {}
+        retry_after = self.state.take_token(key)
+        if retry_after is not None:
+            return 429, envelope(False, default_message(429)), {"Retry-After": str(retry_after)}
         path = url.path.rstrip("/") or "/"
         sub = path[len(API_PREFIX):]
         routes = {"/emails": "POST", "/emails/template": "POST",
@@ -983,6 +1085,17 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, st.add_rules(specs))
             if what == "/rules" and method == "DELETE":
                 st.clear_rules()
+                return self.send(200, {"ok": True})
+            if what == "/keys" and method == "GET":
+                return self.send(200, st.list_keys())
+            if what == "/keys" and method == "POST":
+                try:
+                    spec = json.loads(raw)
+                except ValueError:
+                    raise BadRule("the body must be a JSON object")
+                return self.send(200, st.set_key(spec))
+            if what == "/keys" and method == "DELETE":
+                st.clear_keys()
                 return self.send(200, {"ok": True})
             if what == "/reset" and method == "POST":
                 st.reset()

@@ -457,6 +457,68 @@ class RecordingTests(MockTestCase):
         self.assertEqual(self.api("GET", "/emails/scheduled")[1]["data"]["total_count"], 0)
 
 
+class KeyTests(MockTestCase):
+    def test_rate_limit_token_bucket(self):
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "rate_limit": 10, "burst": 5,
+                                         "retry_after": 2})
+        statuses = [self.send()[0] for _ in range(8)]
+        self.assertEqual(statuses[:5], [200] * 5)
+        self.assertIn(429, statuses[5:])
+        status, resp, data = self.raw("POST", "/api/v2/emails", json.dumps(message()),
+                                      {"Authorization": "Bearer " + KEY})
+        self.assertEqual((status, resp.getheader("Retry-After")), (429, "2"))
+        self.assertEqual(json.loads(data)["success"], False)
+        time.sleep(0.25)             # 10/s: two tokens come back
+        self.assertEqual(self.send()[0], 200)
+        keys = self.ctl("GET", "/_mock/keys")
+        self.assertEqual(len(keys), 1)
+        self.assertGreaterEqual(keys[0]["limited"], 2)
+        self.assertEqual(self.ctl("GET", "/_mock/stats")["by_status"]["429"],
+                         keys[0]["limited"])
+
+    def test_rate_limit_holds_over_a_second(self):
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "rate_limit": 20})
+        ok = 0
+        start = time.time()
+        while time.time() - start < 1.0:
+            ok += self.send()[0] == 200
+        # the burst (20) plus a second's refill (20), never more
+        self.assertGreaterEqual(ok, 20)
+        self.assertLessEqual(ok, 42)
+
+    def test_rate_limit_is_per_key(self):
+        self.ctl("POST", "/_mock/keys", {"key": "other", "valid": True,
+                                         "rate_limit": 1, "burst": 1})
+        self.assertEqual(self.api("POST", "/emails", message(), key="other")[0], 200)
+        self.assertEqual(self.api("POST", "/emails", message(), key="other")[0], 429)
+        for _ in range(5):
+            self.assertEqual(self.send()[0], 200)
+
+    def test_revoked_key(self):
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
+        status, doc = self.send()
+        self.assertEqual((status, doc["message"]), (401, "Invalid or missing API key."))
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": False})
+        self.assertEqual(self.send()[0], 200)
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
+        self.ctl("DELETE", "/_mock/keys")
+        self.assertEqual(self.send()[0], 200)
+
+    def test_reset_forgets_keys(self):
+        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
+        self.ctl("POST", "/_mock/reset")
+        self.assertEqual(self.ctl("GET", "/_mock/keys"), [])
+        self.assertEqual(self.send()[0], 200)
+
+    def test_bad_key_settings_rejected(self):
+        for spec in ({}, {"key": ""}, {"key": KEY, "rate_limit": -1},
+                     {"key": KEY, "burst": 0}, {"key": KEY, "revoked": "yes"},
+                     {"key": KEY, "colour": "red"}):
+            status, _, data = self.raw("POST", "/_mock/keys", json.dumps(spec))
+            self.assertEqual(status, 400, spec)
+            self.assertFalse(json.loads(data)["ok"])
+
+
 class WebhookTests(MockTestCase):
     def test_webhook_events(self):
         ref = "fedcba9876543210fedcba98"
