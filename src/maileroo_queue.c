@@ -50,6 +50,7 @@ static SPIPlanPtr mr_plan_claim;
 static SPIPlanPtr mr_plan_record;
 static SPIPlanPtr mr_plan_orphans;
 static SPIPlanPtr mr_plan_next_due;
+static SPIPlanPtr mr_plan_pauses;
 
 /* The text each MrRowStatus is stored as. */
 static const char *const mr_row_status_names[] = {
@@ -69,7 +70,10 @@ mr_queue_forget_plans(void)
 		SPI_freeplan(mr_plan_orphans);
 	if (mr_plan_next_due)
 		SPI_freeplan(mr_plan_next_due);
+	if (mr_plan_pauses)
+		SPI_freeplan(mr_plan_pauses);
 	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
+	mr_plan_pauses = NULL;
 	mr_plan_ext = InvalidOid;
 }
 
@@ -124,8 +128,8 @@ mr_ensure_plans(void)
 	Oid			ext = get_extension_oid("maileroo", true);
 	const char *schema;
 	Oid			claim_args[2] = {INT4OID, FLOAT8OID};
-	Oid			record_args[6] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
+	Oid			record_args[7] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, BOOLARRAYOID};
 	Oid			orphan_args[1] = {BOOLOID};
 
 	if (!OidIsValid(ext))
@@ -149,13 +153,14 @@ mr_ensure_plans(void)
 							   "       SELECT reference_id FROM @.maileroo_outbox"
 							   "        WHERE status IN ('queued', 'retrying')"
 							   "          AND next_attempt_at <= now()"
-							   "        ORDER BY next_attempt_at LIMIT $1"
+							   "        ORDER BY priority DESC, next_attempt_at LIMIT $1"
 							   "          FOR UPDATE SKIP LOCKED))"
 							   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts",
 							   schema, 2, claim_args);
 	mr_plan_record = mr_prepare(
 								"UPDATE @.maileroo_outbox o"
 								"   SET status = r.status,"
+								"       attempts = o.attempts - r.refund::int,"
 								"       last_http_status = r.http,"
 								"       last_error = coalesce(r.err, o.last_error),"
 								"       response = r.resp::jsonb,"
@@ -164,19 +169,37 @@ mr_ensure_plans(void)
 								"            THEN now() + r.delay_ms * interval '1 millisecond'"
 								"            ELSE o.next_attempt_at END,"
 								"       lease_until = NULL"
-								"  FROM unnest($1, $2, $3, $4, $5, $6) AS r(ref, status, http, err, resp, delay_ms)"
+								"  FROM unnest($1, $2, $3, $4, $5, $6, $7)"
+								"       AS r(ref, status, http, err, resp, delay_ms, refund)"
 								" WHERE o.reference_id = r.ref AND o.status = 'sending'",
-								schema, 6, record_args);
+								schema, 7, record_args);
 	mr_plan_orphans = mr_prepare(
 								 "UPDATE @.maileroo_outbox"
 								 "   SET status = 'retrying', next_attempt_at = now(), lease_until = NULL,"
 								 "       last_error = 'delivery was interrupted before an answer arrived; sent again with the same reference_id'"
 								 " WHERE status = 'sending' AND ($1 OR lease_until < now())",
 								 schema, 1, orphan_args);
+	/*
+	 * The due index is ordered by priority first: visit each priority
+	 * present (a loose index scan) and take its earliest row.
+	 */
 	mr_plan_next_due = mr_prepare(
-								  "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
-								  "  FROM @.maileroo_outbox WHERE status IN ('queued', 'retrying')",
+								  "WITH RECURSIVE p(prio) AS ("
+								  "  SELECT max(priority) FROM @.maileroo_outbox"
+								  "   WHERE status IN ('queued', 'retrying')"
+								  "  UNION ALL"
+								  "  SELECT (SELECT max(priority) FROM @.maileroo_outbox"
+								  "           WHERE status IN ('queued', 'retrying') AND priority < p.prio)"
+								  "    FROM p WHERE p.prio IS NOT NULL)"
+								  "SELECT extract(epoch FROM min("
+								  "         (SELECT next_attempt_at FROM @.maileroo_outbox"
+								  "           WHERE status IN ('queued', 'retrying') AND priority = p.prio"
+								  "           ORDER BY priority DESC, next_attempt_at LIMIT 1))"
+								  "       - now())::float8 * 1000"
+								  "  FROM p WHERE p.prio IS NOT NULL",
 								  schema, 0, NULL);
+	mr_plan_pauses = mr_prepare("SELECT account FROM @.maileroo_pauses",
+								schema, 0, NULL);
 	mr_plan_ext = ext;
 	return true;
 }
@@ -215,9 +238,10 @@ mr_queue_record(MrWorker *w, int *delivered, int *given_up)
 	Datum	   *https = palloc(sizeof(Datum) * n);
 	bool	   *http_nulls = palloc(sizeof(bool) * n);
 	Datum	   *delays = palloc(sizeof(Datum) * n);
+	Datum	   *refunds = palloc(sizeof(Datum) * n);
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	Datum		args[6];
+	Datum		args[7];
 	int			i;
 
 	for (i = 0; i < n; i++)
@@ -231,6 +255,7 @@ mr_queue_record(MrWorker *w, int *delivered, int *given_up)
 		https[i] = Int32GetDatum(o->http_status);
 		http_nulls[i] = o->http_status == 0;
 		delays[i] = Float8GetDatum(o->delay_ms);
+		refunds[i] = BoolGetDatum(o->refund);
 		if (o->status == MR_ROW_SENT)
 			(*delivered)++;
 		else if (o->status == MR_ROW_FAILED)
@@ -244,6 +269,8 @@ mr_queue_record(MrWorker *w, int *delivered, int *given_up)
 	args[4] = mr_text_array(resps, n);
 	args[5] = PointerGetDatum(construct_array(delays, n, FLOAT8OID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[6] = PointerGetDatum(construct_array(refunds, n, BOOLOID, 1, true,
+											  TYPALIGN_CHAR));
 	if (SPI_execute_plan(mr_plan_record, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record delivery outcomes");
 }
@@ -289,8 +316,32 @@ mr_queue_claim(MrWorker *w, int claim_n)
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		MemoryContextSwitchTo(old);
 		job->busy = true;		/* started after commit */
+		mr_sched_claimed(w, job);
 	}
 	return (int) SPI_processed;
+}
+
+/* Statement 0: which accounts an operator paused (maileroo_pauses). */
+static void
+mr_queue_read_pauses(MrWorker *w)
+{
+	char	  **names;
+	int			n = 0;
+	bool		all = false;
+
+	if (SPI_execute_plan(mr_plan_pauses, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read maileroo_pauses");
+	names = palloc(sizeof(char *) * Max(1, SPI_processed));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (name[0] == '\0')
+			all = true;
+		else
+			names[n++] = name;
+	}
+	mr_sched_set_pauses(w, all, names, n);
 }
 
 /* Statement 4: ms until the next row falls due, or -1 when none is waiting. */
@@ -333,6 +384,11 @@ mr_queue_step(MrWorker *w, MrStep *step)
 	ext_ok = mr_ensure_plans();
 	if (ext_ok)
 	{
+		if (step->read_pauses)
+		{
+			mr_queue_read_pauses(w);
+			step->claim_n = mr_sched_limit_claim(w, step->claim_n);
+		}
 		if (w->npending > 0)
 			mr_queue_record(w, &delivered, &given_up);
 		/* After the outcomes: what is still 'sending' now has none. */

@@ -25,8 +25,10 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/tuplestore.h"
 
 #define MR_MAX_DB_SLOTS		32		/* databases tracked in shared memory */
+#define MR_MAX_ACCOUNT_SLOTS 128	/* accounts, over all databases */
 
 typedef struct MrWorkerSlot
 {
@@ -40,10 +42,17 @@ typedef struct MrWorkerSlot
 	char		last_error[MR_ERROR_LEN];
 } MrWorkerSlot;
 
+typedef struct MrAccountSlot
+{
+	Oid			dboid;			/* InvalidOid: free */
+	MrAccountInfo info;
+} MrAccountSlot;
+
 typedef struct MrShared
 {
 	slock_t		mutex;
 	MrWorkerSlot slots[MR_MAX_DB_SLOTS];
+	MrAccountSlot accounts[MR_MAX_ACCOUNT_SLOTS];
 } MrShared;
 
 static MrShared *mr_shared = NULL;
@@ -156,9 +165,37 @@ mr_status_unregister(int code, Datum arg)
 		return;
 	SpinLockAcquire(&mr_shared->mutex);
 	if (mr_my_slot->pid == MyProcPid)
+	{
 		mr_my_slot->dboid = InvalidOid;
+		for (int i = 0; i < MR_MAX_ACCOUNT_SLOTS; i++)
+			if (mr_shared->accounts[i].dboid == MyDatabaseId)
+				mr_shared->accounts[i].dboid = InvalidOid;
+	}
 	SpinLockRelease(&mr_shared->mutex);
 	mr_my_slot = NULL;
+}
+
+/* In a worker: publish the state of this database's accounts. */
+void
+mr_status_publish_accounts(const MrAccountInfo *infos, int n)
+{
+	int			next = 0;
+
+	if (mr_my_slot == NULL)
+		return;
+	SpinLockAcquire(&mr_shared->mutex);
+	/* Ours are replaced as a whole: free them, then fill free slots. */
+	for (int i = 0; i < MR_MAX_ACCOUNT_SLOTS; i++)
+		if (mr_shared->accounts[i].dboid == MyDatabaseId)
+			mr_shared->accounts[i].dboid = InvalidOid;
+	for (int i = 0; i < MR_MAX_ACCOUNT_SLOTS && next < n; i++)
+	{
+		if (mr_shared->accounts[i].dboid != InvalidOid)
+			continue;
+		mr_shared->accounts[i].dboid = MyDatabaseId;
+		mr_shared->accounts[i].info = infos[next++];
+	}
+	SpinLockRelease(&mr_shared->mutex);
 }
 
 /* In a worker: keep an error for maileroo_worker_status(). */
@@ -252,4 +289,80 @@ maileroo_worker_info(PG_FUNCTION_ARGS)
 		nulls[7] = false;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * maileroo_account_info(): the accounts the worker of this database paces,
+ * as it last published them (no rows when the library is not preloaded).
+ */
+PG_FUNCTION_INFO_V1(maileroo_account_info);
+
+static const char *const mr_account_state_names[] = {
+	[MR_ACCT_SENDING] = "sending",
+	[MR_ACCT_PAUSED] = "paused",
+	[MR_ACCT_RATE_LIMITED] = "rate-limited",
+	[MR_ACCT_CIRCUIT_OPEN] = "circuit open",
+};
+
+Datum
+maileroo_account_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MrAccountInfo *infos;
+	TupleDesc	tupdesc;
+	Tuplestorestate *store;
+	MemoryContext old;
+	int			n = 0;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("set-valued function called in context that cannot accept a set")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTupleDescCopy(tupdesc);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	MemoryContextSwitchTo(old);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = tupdesc;
+	if (mr_shared == NULL)
+		return (Datum) 0;
+
+	infos = palloc(sizeof(MrAccountInfo) * MR_MAX_ACCOUNT_SLOTS);
+	SpinLockAcquire(&mr_shared->mutex);
+	for (int i = 0; i < MR_MAX_ACCOUNT_SLOTS; i++)
+		if (mr_shared->accounts[i].dboid == MyDatabaseId)
+			infos[n++] = mr_shared->accounts[i].info;
+	SpinLockRelease(&mr_shared->mutex);
+
+	for (int i = 0; i < n; i++)
+	{
+		MrAccountInfo *a = &infos[i];
+		Datum		values[11];
+		bool		nulls[11];
+
+		memset(nulls, false, sizeof(nulls));
+		values[0] = CStringGetTextDatum(a->name);
+		values[1] = CStringGetTextDatum(mr_account_state_names[a->state]);
+		values[2] = Float8GetDatum(a->pace);
+		nulls[2] = a->pace <= 0;
+		values[3] = Float8GetDatum(a->rate_limit);
+		nulls[3] = a->rate_limit <= 0;
+		values[4] = Int32GetDatum(a->in_flight);
+		values[5] = Int64GetDatum(a->sent);
+		values[6] = Int64GetDatum(a->rate_limited);
+		values[7] = TimestampTzGetDatum(a->resume_at);
+		nulls[7] = a->resume_at == 0;
+		values[8] = TimestampTzGetDatum(a->next_probe_at);
+		nulls[8] = a->next_probe_at == 0;
+		values[9] = CStringGetTextDatum(a->last_error);
+		values[10] = TimestampTzGetDatum(a->last_error_at);
+		nulls[9] = nulls[10] = a->last_error_at == 0;
+		tuplestore_putvalues(store, tupdesc, values, nulls);
+	}
+	return (Datum) 0;
 }

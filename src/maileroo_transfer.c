@@ -81,6 +81,7 @@ mr_transfer_free_job(MrWorker *w)
 void
 mr_transfer_release(MrJob *job)
 {
+	mr_sched_released(job);
 	job->busy = false;
 	job->added = false;
 	if (job->headers)
@@ -211,8 +212,7 @@ mr_transfer_finish(MrWorker *w, MrJob *job, CURLcode code, long http)
 	o->reference_id = pstrdup(job->reference_id);
 	o->http_status = (int) res.http_status;
 	o->response = mr_response_json(res.body);
-	o->status = mr_sched_judge(&res, job->attempts, maileroo_max_attempts,
-							   &o->delay_ms);
+	mr_sched_judge(w, job, &res, o);
 	if (res.outcome == MR_OUTCOME_UNKNOWN)
 		o->error = psprintf("outcome unknown, not retried (Maileroo may have accepted the message): %s",
 							res.message ? res.message : "unreadable answer");
@@ -257,10 +257,19 @@ mr_transfer_wait(MrWorker *w)
 {
 	long		curl_timeout = -1;
 	int			timeout = MR_POLL_MS;
+	TimestampTz wake = mr_sched_next_wake(w);
 
 	curl_multi_timeout(w->multi, &curl_timeout);
 	if (curl_timeout >= 0 && curl_timeout < timeout)
 		timeout = (int) curl_timeout;
+	if (wake != 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		ms = wake <= now ? 0 : (long) ((wake - now) / 1000) + 1;
+
+		if (ms < timeout)
+			timeout = (int) ms;
+	}
 	curl_multi_poll(w->multi, NULL, 0, timeout, NULL);
 }
 

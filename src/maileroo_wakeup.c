@@ -29,6 +29,7 @@
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -223,6 +224,19 @@ mr_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/*
+ * maileroo_worker_wake(): wake (or start) the worker of this database when
+ * the calling transaction commits (after a pause, resume or retry).
+ */
+PG_FUNCTION_INFO_V1(maileroo_worker_wake);
+
+Datum
+maileroo_worker_wake(PG_FUNCTION_ARGS)
+{
+	maileroo_outbox_wake_at_commit();
+	PG_RETURN_VOID();
 }
 
 /*

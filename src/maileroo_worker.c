@@ -153,6 +153,7 @@ mr_worker_start(MrWorker *w, Oid dboid)
 
 	w->loop_cxt = AllocSetContextCreate(TopMemoryContext, "maileroo worker loop",
 										ALLOCSET_DEFAULT_SIZES);
+	mr_sched_init(w);
 	mr_transfer_init(w);
 	w->want_claim = true;
 	w->orphans_all = true;
@@ -171,6 +172,7 @@ mr_round_begin(MrWorker *w)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 		mr_transfer_apply_concurrency(w);
+		mr_sched_wake_all(w);
 		w->want_claim = true;
 		w->ext_missing = false;
 	}
@@ -179,6 +181,7 @@ mr_round_begin(MrWorker *w)
 		ResetLatch(MyLatch);
 		w->want_claim = true;
 		w->ext_missing = false;
+		w->pauses_stale = true;
 	}
 	w->now = GetCurrentTimestamp();
 }
@@ -338,11 +341,13 @@ mr_step(MrWorker *w)
 		(do_claim || w->in_flight == 0 ||
 		 w->npending >= Max(1, maileroo_concurrency / 4) ||
 		 TimestampDifferenceExceeds(w->oldest_pending, w->now, MR_RECORD_AGE_MS));
-	if (!do_claim && !do_record && !(w->orphans_all && !paused))
+	if (!do_claim && !do_record && !((w->orphans_all || (w->pauses_stale && !w->ext_missing)) && !paused))
 		return;
 
 	memset(&step, 0, sizeof(step));
 	step.claim_n = do_claim ? budget : 0;
+	step.read_pauses = w->pauses_stale ||
+		TimestampDifferenceExceeds(w->pauses_read_at, w->now, MR_PAUSE_POLL_MS);
 	step.orphans_all = w->orphans_all;
 	step.orphans_expired = TimestampDifferenceExceeds(w->last_lease_check, w->now,
 													  MR_IDLE_POLL_MS);
@@ -350,6 +355,7 @@ mr_step(MrWorker *w)
 		mr_step_done(w, &step, do_claim);
 	else
 		mr_step_failed(w);
+	mr_sched_publish(w);
 }
 
 /*
@@ -390,8 +396,18 @@ mr_wait(MrWorker *w)
 	now = GetCurrentTimestamp();
 	if (w->pause_until != 0 && now < w->pause_until)
 		wake_at = w->pause_until;
-	else if ((w->want_claim && !w->ext_missing) || w->npending > 0 || w->orphans_all)
+	else if ((w->want_claim && !w->ext_missing && mr_sched_claim_budget(w) > 0) ||
+			 w->npending > 0 || w->orphans_all ||
+			 (w->pauses_stale && !w->ext_missing))
 		timeout = 0;
+	else if (w->want_claim && !w->ext_missing)
+	{
+		/* Due mail the accounts hold back: until one may send again. */
+		TimestampTz t = mr_sched_next_wake(w);
+
+		if (t != 0 && (wake_at == 0 || t < wake_at))
+			wake_at = t;
+	}
 	if (timeout > 0 && wake_at != 0)
 		timeout = Max(0, Min(timeout, (long) ((wake_at - now) / 1000) + 1));
 	if (timeout > 0)

@@ -50,6 +50,16 @@
 #define MR_BACKOFF_CAP_MS	(15 * 60 * 1000)	/* ... growing to 15 min */
 #define MR_RETRY_AFTER_CAP_MS (24 * 3600 * 1000)
 
+/* Accounts (maileroo_scheduler.c) */
+#define MR_DEFAULT_ACCOUNT	"default"	/* the one account of the single key */
+#define MR_MAX_ACCOUNTS		64		/* accounts one worker paces */
+#define MR_FAILURE_RUN		5		/* 5xx or network errors that open the circuit */
+#define MR_PROBE_BASE_MS	1000	/* first probe of an open circuit ... */
+#define MR_PROBE_CAP_MS		30000	/* ... backing off to this */
+#define MR_HOLD_BASE_MS		1000	/* 429 without Retry-After: pause ... */
+#define MR_HOLD_CAP_MS		60000	/* ... doubling up to this */
+#define MR_PAUSE_POLL_MS	1000	/* maileroo_pauses read at least this often */
+
 #define MR_RESTART_SECONDS	5		/* static worker restart delay */
 #define MR_WORKER_TYPE		"maileroo delivery worker"
 
@@ -60,6 +70,33 @@ typedef enum MrRowStatus
 	MR_ROW_RETRYING,
 	MR_ROW_FAILED
 } MrRowStatus;
+
+/* What an account is doing, as maileroo_account_status() shows it. */
+typedef enum MrAccountState
+{
+	MR_ACCT_SENDING,
+	MR_ACCT_PAUSED,
+	MR_ACCT_RATE_LIMITED,
+	MR_ACCT_CIRCUIT_OPEN
+} MrAccountState;
+
+/* What the worker publishes about an account in shared memory. */
+typedef struct MrAccountInfo
+{
+	char		name[NAMEDATALEN];
+	MrAccountState state;
+	double		pace;			/* messages/s it sends at now; 0: no limit */
+	double		rate_limit;		/* configured ceiling; 0: none */
+	int			in_flight;
+	int64		sent;			/* since the worker started */
+	int64		rate_limited;	/* 429s since the worker started */
+	TimestampTz resume_at;		/* end of a 429 pause, or 0 */
+	TimestampTz next_probe_at;	/* of an open circuit, or 0 */
+	TimestampTz last_error_at;
+	char		last_error[MR_ERROR_LEN];
+} MrAccountInfo;
+
+typedef struct MrAccount MrAccount;
 
 /* One request in flight. */
 typedef struct MrJob
@@ -74,6 +111,8 @@ typedef struct MrJob
 	char	   *path;
 	char	   *body;
 	int			attempts;
+	MrAccount  *account;		/* whose pace it counts against */
+	bool		probe;			/* sent to probe an open circuit */
 } MrJob;
 
 /* One finished request waiting to be recorded. */
@@ -85,6 +124,7 @@ typedef struct MrOutcome
 	char	   *error;			/* or NULL */
 	char	   *response;		/* JSON text, or NULL */
 	double		delay_ms;		/* for retrying */
+	bool		refund;			/* the account's fault: no attempt used */
 } MrOutcome;
 
 /* What one transaction step is asked to do, and what it found. */
@@ -93,6 +133,7 @@ typedef struct MrStep
 	int			claim_n;		/* rows to claim (0: none) */
 	bool		orphans_all;	/* requeue every 'sending' row */
 	bool		orphans_expired;	/* requeue 'sending' rows past their lease */
+	bool		read_pauses;	/* read maileroo_pauses first */
 	int			nclaimed;		/* out: rows claimed */
 	double		next_due_ms;	/* out: ms to the next due row, -1 none,
 								 * -2 not computed */
@@ -132,6 +173,12 @@ typedef struct MrWorker
 	TimestampTz last_probe;		/* DROP DATABASE probe */
 	TimestampTz last_lease_check;
 	TimestampTz last_busy;		/* for a dynamic worker's idle exit */
+
+	/* accounts (maileroo_scheduler.c) */
+	MrAccount  *accounts;		/* MR_MAX_ACCOUNTS slots */
+	int			naccounts;
+	bool		pauses_stale;	/* maileroo_pauses may have changed */
+	TimestampTz pauses_read_at;
 } MrWorker;
 
 /* maileroo_queue.c: the statements of a transaction step */
@@ -152,9 +199,17 @@ extern void mr_transfer_cleanup(MrWorker *w);
 extern void mr_pending_forget(MrWorker *w);
 
 /* maileroo_scheduler.c: how much to claim, and what an answer means */
+extern void mr_sched_init(MrWorker *w);
 extern int	mr_sched_claim_budget(MrWorker *w);
-extern MrRowStatus mr_sched_judge(const MailerooResult *res, int attempts,
-								  int max_attempts, double *delay_ms);
+extern TimestampTz mr_sched_next_wake(MrWorker *w);
+extern void mr_sched_set_pauses(MrWorker *w, bool all, char **names, int n);
+extern int	mr_sched_limit_claim(MrWorker *w, int claim_n);
+extern void mr_sched_claimed(MrWorker *w, MrJob *job);
+extern void mr_sched_judge(MrWorker *w, MrJob *job, const MailerooResult *res,
+						   MrOutcome *o);
+extern void mr_sched_released(MrJob *job);
+extern void mr_sched_wake_all(MrWorker *w);
+extern void mr_sched_publish(MrWorker *w);
 
 /* maileroo_status.c: shared memory */
 extern void mr_status_shmem_init(void);
@@ -163,6 +218,7 @@ extern void mr_status_unregister(int code, Datum arg);
 extern pid_t mr_status_worker_pid(Oid dboid);
 extern void mr_status_note_error(const char *msg);
 extern void mr_status_note_progress(int in_flight, int delivered, int given_up);
+extern void mr_status_publish_accounts(const MrAccountInfo *infos, int n);
 
 /* maileroo_wakeup.c: finding and starting workers */
 extern void mr_worker_template(BackgroundWorker *bgw, Oid dboid);

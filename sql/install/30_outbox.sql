@@ -21,6 +21,8 @@ CREATE TABLE maileroo_outbox (
 	request json NOT NULL,
 	status maileroo_outbox_status NOT NULL DEFAULT 'queued',
 	attempts integer NOT NULL DEFAULT 0,
+	-- Higher is claimed first: 100 for ordinary mail, lower for campaigns.
+	priority smallint NOT NULL DEFAULT 100,
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	lease_until timestamptz,
 	created_at timestamptz NOT NULL DEFAULT now(),
@@ -32,7 +34,7 @@ CREATE TABLE maileroo_outbox (
 );
 
 -- What the worker claims next, and what it must look after.
-CREATE INDEX maileroo_outbox_due_idx ON maileroo_outbox (next_attempt_at)
+CREATE INDEX maileroo_outbox_due_idx ON maileroo_outbox (priority DESC, next_attempt_at)
 	WHERE status IN ('queued', 'retrying');
 CREATE INDEX maileroo_outbox_sending_idx ON maileroo_outbox (lease_until)
 	WHERE status = 'sending';

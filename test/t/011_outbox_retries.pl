@@ -73,8 +73,20 @@ try({ path => '/emails', mode => 'success_false', times => 1 },
 	'failed', 1, 200, qr/./, 'a 2xx with success:false');
 try({ path => '/emails', status => 400, times => 1 },
 	'failed', 1, 400, qr/./, '400');
-try({ path => '/emails', status => 401, times => 1 },
-	'failed', 1, 401, qr/./, '401');
+
+# 401 says the key is wrong, not the message: the message waits (its
+# attempt given back) and goes out after a probe succeeds.
+{
+	my $ref = ref_id(++$n);
+	mock_reset();
+	mock_rule({ path => '/emails', status => 401, times => 1 });
+	$node->safe_psql('postgres',
+		"SELECT maileroo_send('shop\@example.com', 'jane\@example.org', '401', plain => 'hi', reference_id => '$ref')");
+	my $row = wait_final($node, $ref);
+	is($row->{status}, 'sent', '401 then success: sent after a probe');
+	is($row->{attempts}, 1, '401: the refused attempt was given back');
+	is_deeply(mock_refs()->{$ref}, [401, 200], '401: the mock saw the same reference_id twice');
+}
 
 # 429 with Retry-After: the retry waits at least that long.
 my $ref = ref_id(++$n);
@@ -84,10 +96,11 @@ $node->safe_psql('postgres',
 	"SELECT maileroo_send('shop\@example.com', 'jane\@example.org', 'rate limited', plain => 'hi', reference_id => '$ref')");
 my $row = wait_final($node, $ref);
 is($row->{status}, 'sent', '429 with Retry-After then success: sent');
-is($row->{attempts}, 2, '429: 2 attempts');
+is($row->{attempts}, 1, '429: the refused attempt was given back');
 my @times = map { $_->{time} } grep { ref $_->{json} eq 'HASH' && ($_->{json}{reference_id} // '') eq $ref } mock_requests();
 is(scalar(@times), 2, '429: the mock saw 2 requests');
 cmp_ok($times[1] - $times[0], '>=', 1.9, sprintf('429: the retry honoured Retry-After: 2 (%.2f s later)', $times[1] - $times[0]));
+cmp_ok($times[1] - $times[0], '<', 5, '429: and came soon after it');
 
 # The worker reports the last error.
 like($node->safe_psql('postgres', 'SELECT last_error FROM maileroo_worker_status()'),
