@@ -132,9 +132,7 @@ typedef struct MrShared
 
 static MrShared *mr_shared = NULL;
 
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PGDLLEXPORT void maileroo_worker_main(Datum main_arg);
@@ -147,10 +145,8 @@ PGDLLEXPORT void maileroo_worker_main(Datum main_arg);
 static void
 mr_shmem_request(void)
 {
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MrShared)));
 }
 
@@ -198,12 +194,8 @@ maileroo_worker_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = mr_shmem_request;
-#else
-	mr_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = mr_shmem_startup;
 
