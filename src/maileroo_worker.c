@@ -29,6 +29,10 @@
  *	 1. In one short transaction: record the outcome of finished requests
  *		and claim up to (concurrency - in flight) due rows, turning them into
  *		'sending' with attempts + 1 and a lease (FOR UPDATE SKIP LOCKED).
+ *		Each row is sent through the account it records, with the key read
+ *		in this transaction (maileroo_account.h) for the role that queued
+ *		it; a row whose account has no usable key goes back to 'retrying'
+ *		without using an attempt.
  *	 2. Outside any transaction: add the claimed requests to one curl multi
  *		handle (at most maileroo.concurrency connections, kept alive and
  *		reused), drive it with curl_multi_poll in rounds of at most
@@ -57,6 +61,7 @@
  */
 #include "maileroo.h"
 #include "maileroo_http.h"
+#include "maileroo_account.h"
 
 #include <math.h>
 
@@ -83,6 +88,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -107,6 +113,7 @@
 #define MR_BACKOFF_BASE_MS	1000	/* first retry within 1 s ... */
 #define MR_BACKOFF_CAP_MS	(15 * 60 * 1000)	/* ... growing to 15 min */
 #define MR_RETRY_AFTER_CAP_MS (24 * 3600 * 1000)
+#define MR_NO_KEY_WAIT_MS	5000	/* a row whose account has no key waits */
 
 #define MR_RESTART_SECONDS	5		/* static worker restart delay */
 #define MR_WORKER_TYPE		"maileroo delivery worker"
@@ -415,13 +422,6 @@ maileroo_outbox_wake_at_commit(void)
 	if (mr_xact_worker_pid == 0)
 		(void) mr_launch_worker(true);
 	mr_xact_queued = true;
-
-	if (maileroo_api_key == NULL || maileroo_api_key[0] == '\0')
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("maileroo.api_key is not set"),
-				 errdetail("The message stays queued until the key is set."),
-				 errhint("Set maileroo.api_key in postgresql.conf or with ALTER SYSTEM, then reload.")));
 }
 
 /* ----------------------------------------------------------------------
@@ -442,6 +442,8 @@ typedef struct MrJob
 	char	   *path;
 	char	   *body;
 	int			attempts;
+	char	   *api_url;		/* from the row's account, read at claim */
+	char	   *api_key;		/* wiped once in the header list */
 } MrJob;
 
 /* One finished request waiting to be recorded. */
@@ -476,6 +478,7 @@ static SPIPlanPtr mr_plan_claim;
 static SPIPlanPtr mr_plan_record;
 static SPIPlanPtr mr_plan_orphans;
 static SPIPlanPtr mr_plan_next_due;
+static SPIPlanPtr mr_plan_no_key;
 
 static void
 mr_forget_plans(void)
@@ -488,7 +491,10 @@ mr_forget_plans(void)
 		SPI_freeplan(mr_plan_orphans);
 	if (mr_plan_next_due)
 		SPI_freeplan(mr_plan_next_due);
+	if (mr_plan_no_key)
+		SPI_freeplan(mr_plan_no_key);
 	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
+	mr_plan_no_key = NULL;
 	mr_plan_ext = InvalidOid;
 }
 
@@ -556,6 +562,7 @@ mr_ensure_plans(void)
 		Oid			record_args[6] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 			TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
 		Oid			orphan_args[1] = {BOOLOID};
+		Oid			no_key_args[3] = {TEXTOID, TEXTOID, FLOAT8OID};
 
 		mr_plan_claim = mr_prepare(
 								   "UPDATE @.maileroo_outbox o"
@@ -567,8 +574,17 @@ mr_ensure_plans(void)
 								   "          AND next_attempt_at <= now()"
 								   "        ORDER BY next_attempt_at LIMIT $1"
 								   "          FOR UPDATE SKIP LOCKED))"
-								   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts",
+								   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts,"
+								   "           o.account, o.queued_by",
 								   schema, 2, claim_args);
+		/* A claimed row whose account has no usable key waits, no attempt used. */
+		mr_plan_no_key = mr_prepare(
+									"UPDATE @.maileroo_outbox"
+									"   SET status = 'retrying', attempts = attempts - 1, lease_until = NULL,"
+									"       next_attempt_at = now() + $3 * interval '1 millisecond',"
+									"       last_error = $2"
+									" WHERE reference_id = $1 AND status = 'sending'",
+									schema, 3, no_key_args);
 		mr_plan_record = mr_prepare(
 									"UPDATE @.maileroo_outbox o"
 									"   SET status = r.status,"
@@ -728,7 +744,13 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 		{
 			Datum		args[2];
 			uint64		i;
+			uint64		nrows;
+			SPITupleTable *claimed;
 			int			slot = 0;
+			MailerooAccount *acct = NULL;
+			char	   *acct_problem = NULL;
+			char	   *acct_name = NULL;
+			char	   *acct_role = NULL;
 
 			args[0] = Int32GetDatum(claim_n);
 			args[1] = Float8GetDatum((double) maileroo_timeout_ms +
@@ -736,13 +758,45 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 			if (SPI_execute_plan(mr_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 				elog(ERROR, "could not claim queued messages");
 
-			for (i = 0; i < SPI_processed; i++)
+			claimed = SPI_tuptable;
+			nrows = SPI_processed;
+			for (i = 0; i < nrows; i++)
 			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
+				HeapTuple	tup = claimed->vals[i];
+				TupleDesc	desc = claimed->tupdesc;
 				MrJob	   *job;
 				MemoryContext old;
 				bool		isnull;
+				char	   *account = SPI_getvalue(tup, desc, 5);
+				char	   *queued_by = SPI_getvalue(tup, desc, 6);
+
+				/*
+				 * The key of the row's account, for the role that queued it,
+				 * read now (rotation needs no restart); consecutive rows of
+				 * one account and role share one read.
+				 */
+				if (acct_name == NULL || strcmp(acct_name, account) != 0 ||
+					strcmp(acct_role, queued_by) != 0)
+				{
+					maileroo_account_wipe(acct);
+					acct = maileroo_account_try_get_key(account,
+														get_role_oid(queued_by, true),
+														&acct_problem);
+					acct_name = account;
+					acct_role = queued_by;
+				}
+				if (acct == NULL)
+				{
+					Datum		nk[3];
+
+					nk[0] = CStringGetTextDatum(SPI_getvalue(tup, desc, 1));
+					nk[1] = CStringGetTextDatum(acct_problem);
+					nk[2] = Float8GetDatum((double) MR_NO_KEY_WAIT_MS);
+					if (SPI_execute_plan(mr_plan_no_key, nk, NULL, false, 0) != SPI_OK_UPDATE)
+						elog(ERROR, "could not put back a message");
+					mr_note_error(acct_problem);
+					continue;
+				}
 
 				while (slot < mr_njobs_alloc && mr_jobs[slot].busy)
 					slot++;
@@ -757,10 +811,13 @@ mr_transaction_step(int claim_n, bool orphans_all, bool orphans_expired,
 				job->path = SPI_getvalue(tup, desc, 2);
 				job->body = SPI_getvalue(tup, desc, 3);
 				job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+				job->api_url = pstrdup(acct->api_url);
+				job->api_key = pstrdup(acct->api_key);
 				MemoryContextSwitchTo(old);
 				job->busy = true;	/* started after commit */
 				(*nclaimed)++;
 			}
+			maileroo_account_wipe(acct);
 		}
 
 		if (claim_n == 0 || *nclaimed < claim_n)
@@ -803,9 +860,12 @@ mr_job_release(MrJob *job)
 	}
 	maileroo_http_buffer_reset(&job->buf);
 	memset(&job->buf, 0, sizeof(job->buf));
+	if (job->api_key)
+		explicit_bzero(job->api_key, strlen(job->api_key));
 	if (job->cxt)
 		MemoryContextReset(job->cxt);
 	job->reference_id = job->path = job->body = NULL;
+	job->api_url = job->api_key = NULL;
 }
 
 /* Start the transfers of claimed jobs not started yet. */
@@ -827,8 +887,10 @@ mr_start_claimed(void)
 				elog(ERROR, "curl_easy_init failed");
 		}
 		memset(&job->buf, 0, sizeof(job->buf));
-		maileroo_http_prepare(job->easy, "POST", job->path, job->body,
-							  &job->headers, &job->buf, false);
+		maileroo_http_prepare(job->easy, job->api_url, job->api_key, "POST",
+							  job->path, job->body, &job->headers, &job->buf,
+							  false);
+		explicit_bzero(job->api_key, strlen(job->api_key));
 		curl_easy_setopt(job->easy, CURLOPT_PRIVATE, (void *) job);
 		curl_multi_add_handle(mr_multi, job->easy);
 		job->added = true;
@@ -1280,12 +1342,6 @@ maileroo_worker_main(Datum main_arg)
 		free_slots = Min(conc, mr_njobs_alloc) - mr_in_flight;
 		do_claim = want_claim && !ext_missing && !paused && free_slots > 0 &&
 			(mr_in_flight == 0 || free_slots >= Max(1, conc / 16));
-		if (do_claim && (maileroo_api_key == NULL || maileroo_api_key[0] == '\0'))
-		{
-			mr_note_error("maileroo.api_key is not set: queued mail waits until it is");
-			do_claim = false;
-			want_claim = false;
-		}
 		do_record = mr_npending > 0 && !paused &&
 			(do_claim || mr_in_flight == 0 || mr_npending >= Max(1, conc / 4) ||
 			 TimestampDifferenceExceeds(mr_oldest_pending, now, MR_RECORD_AGE_MS));
