@@ -134,10 +134,11 @@ SELECT left(split_part(s($$'a@example.com', 'j@example.org', 'S', 'x'$$), E'\n',
 SELECT s($$'a@example.com', 'j@example.org', 'S', 'x'$$);
 \! curl -s -o /dev/null -X DELETE "$MAILEROO_MOCK_URL/_mock/rules"
 
--- No server listening, and a server that never answers (the DETAIL, left
--- out here, carries libcurl's description with timings).
+-- No server listening, and a server that never answers (libcurl's own
+-- description, which differs between its versions, and the DETAIL, which
+-- carries timings, are left out here).
 ALTER SERVER mock OPTIONS (SET api_url 'http://127.0.0.1:1/api/v2');
-SELECT split_part(s($$'a@example.com', 'j@example.org', 'S', 'x'$$), E'\n', 1) AS error;
+SELECT substring(s($$'a@example.com', 'j@example.org', 'S', 'x'$$) FROM '^MR000: could not reach Maileroo') AS error;
 DO $$ BEGIN EXECUTE format('ALTER SERVER mock OPTIONS (SET api_url %L)', current_setting('maileroo_test.mock_url')); END $$;
 \! curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary '{"path": "/api/v2/emails", "mode": "hang"}' "$MAILEROO_MOCK_URL/_mock/rules"
 SET maileroo.timeout = '300ms';
