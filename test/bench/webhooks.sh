@@ -55,15 +55,14 @@ max_connections = 100
 shared_buffers = 256MB
 max_wal_size = 4GB
 CONF
-cat >"$TMP/secret.conf" <<CONF
-maileroo.webhook_secret = '$SECRET'
-CONF
-chmod 600 "$TMP/secret.conf"
-[ -n "${MR_USER:-}" ] && chown "$MR_USER" "$TMP/secret.conf"
-echo "include '$TMP/secret.conf'" >>"$TMP/bench.conf"
 mr_start_cluster "$TMP/db" "$(mr_free_port)" "$TMP/bench.conf"
-psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL' || mr_die "setup failed"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres <<SQL || mr_die "setup failed"
 CREATE EXTENSION maileroo;
+-- The sending account whose webhook secret signs the bodies.
+CREATE SERVER bench FOREIGN DATA WRAPPER maileroo_fdw;
+SET log_statement = 'none';
+CREATE USER MAPPING FOR PUBLIC SERVER bench OPTIONS (webhook_secret '$SECRET');
+RESET log_statement;
 CREATE TABLE webhook_events_by_hand (
 	event_id text PRIMARY KEY,
 	body jsonb NOT NULL,
@@ -71,7 +70,7 @@ CREATE TABLE webhook_events_by_hand (
 );
 CREATE ROLE bench_webhook LOGIN;
 GRANT USAGE ON SCHEMA public TO bench_webhook;
-GRANT EXECUTE ON FUNCTION maileroo_ingest(text, text) TO bench_webhook;
+GRANT EXECUTE ON FUNCTION maileroo_ingest TO bench_webhook;
 GRANT SELECT, INSERT ON webhook_events_by_hand TO bench_webhook;  -- SELECT: ON CONFLICT (event_id)
 SQL
 
