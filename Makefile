@@ -9,6 +9,7 @@ OBJS = \
 	src/maileroo_signature.o \
 	src/maileroo_http.o \
 	src/maileroo_outbox.o \
+	src/maileroo_campaign.o \
 	src/maileroo_request.o \
 	src/maileroo_send.o \
 	src/maileroo_worker.o

@@ -28,7 +28,8 @@ CREATE TABLE maileroo_outbox (
 	last_http_status integer,
 	last_error text,
 	response jsonb,
-	queued_by name NOT NULL DEFAULT current_user
+	queued_by name NOT NULL DEFAULT current_user,
+	priority smallint NOT NULL DEFAULT 100
 );
 
 -- What the worker claims next, and what it must look after.
