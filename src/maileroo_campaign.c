@@ -674,7 +674,7 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 
 	if (nsuppressed > 0 || nduplicates > 0)
 		ereport(NOTICE,
-				(errmsg("campaign %lld: %d recipients queued, %d suppressed and %d duplicates left out",
+				(errmsg("campaign %lld: %d messages queued; %d suppressed and %d repeated recipients left out",
 						(long long) campaign_id, nqueued, nsuppressed, nduplicates)));
 	if (nqueued > 0)
 		maileroo_outbox_wake_at_commit();
