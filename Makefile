@@ -13,6 +13,7 @@ OBJS = \
 	src/maileroo_request.o \
 	src/maileroo_send.o \
 	src/maileroo_queue.o \
+	src/maileroo_bulk.o \
 	src/maileroo_scheduler.o \
 	src/maileroo_status.o \
 	src/maileroo_transfer.o \

@@ -29,12 +29,23 @@ CREATE TABLE maileroo_outbox (
 	last_error text,
 	response jsonb,
 	queued_by name NOT NULL DEFAULT current_user,
-	priority smallint NOT NULL DEFAULT 100
+	priority smallint NOT NULL DEFAULT 100,
+	-- The maileroo_campaigns row of a campaign message; NULL for ordinary
+	-- mail.  No foreign key: its check would run once per queued row, the
+	-- largest single cost of queueing a campaign; only
+	-- maileroo_send_campaign writes it and campaigns are never deleted by
+	-- the extension.
+	campaign_id bigint
 );
 
 -- What the worker claims next, and what it must look after.
 CREATE INDEX maileroo_outbox_due_idx ON maileroo_outbox (next_attempt_at)
-	WHERE status IN ('queued', 'retrying');
+	WHERE status IN ('queued', 'retrying') AND campaign_id IS NULL;
+-- Campaign mail is claimed apart, into bulk requests, after ordinary mail.
+CREATE INDEX maileroo_outbox_campaign_due_idx ON maileroo_outbox (next_attempt_at)
+	WHERE status IN ('queued', 'retrying') AND campaign_id IS NOT NULL;
+CREATE INDEX maileroo_outbox_campaign_idx ON maileroo_outbox (campaign_id)
+	WHERE campaign_id IS NOT NULL;
 CREATE INDEX maileroo_outbox_sending_idx ON maileroo_outbox (lease_until)
 	WHERE status = 'sending';
 

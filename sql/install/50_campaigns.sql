@@ -34,16 +34,6 @@ REVOKE ALL ON maileroo_campaigns FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('maileroo_campaigns', '');
 SELECT pg_catalog.pg_extension_config_dump('maileroo_campaigns_id_seq', '');
 
--- The campaign of an outbox row (NULL for ordinary mail).  No foreign key:
--- its check would run once per queued row, the largest single cost of
--- queueing a campaign; only maileroo_send_campaign writes the column, and
--- campaigns are never deleted by the extension.
-ALTER TABLE maileroo_outbox ADD COLUMN campaign_id bigint;
-CREATE INDEX maileroo_outbox_campaign_idx ON maileroo_outbox (campaign_id)
-	WHERE campaign_id IS NOT NULL;
-COMMENT ON COLUMN maileroo_outbox.campaign_id IS
-	'The maileroo_campaigns row of a campaign message; NULL for ordinary mail';
-
 CREATE FUNCTION maileroo_send_campaign(
 	sender text,
 	subject text,
