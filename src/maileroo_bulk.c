@@ -43,6 +43,14 @@
 static SPIPlanPtr mr_plan_bulk_claim;
 static SPIPlanPtr mr_plan_bulk_content;
 static SPIPlanPtr mr_plan_bulk_unclaim;
+static SPIPlanPtr mr_plan_bulk_orphaned;
+
+/*
+ * Bulk requests claimed per step at most: keeps each claim and record
+ * statement (and what the worker holds) to a few thousand rows; slots left
+ * free are filled by the next steps.
+ */
+#define MR_BULK_JOBS_PER_STEP	16
 
 /* Forget the plans (the extension went away or was recreated). */
 void
@@ -54,7 +62,10 @@ mr_bulk_forget_plans(void)
 		SPI_freeplan(mr_plan_bulk_content);
 	if (mr_plan_bulk_unclaim)
 		SPI_freeplan(mr_plan_bulk_unclaim);
+	if (mr_plan_bulk_orphaned)
+		SPI_freeplan(mr_plan_bulk_orphaned);
 	mr_plan_bulk_claim = mr_plan_bulk_content = mr_plan_bulk_unclaim = NULL;
+	mr_plan_bulk_orphaned = NULL;
 }
 
 /* Prepare the statements for the extension in schema (quoted). */
@@ -89,6 +100,12 @@ mr_bulk_prepare(const char *schema)
 											"       attempts = attempts - 1, lease_until = NULL"
 											" WHERE reference_id = ANY ($1) AND status = 'sending'",
 											schema, 1, unclaim_args);
+	mr_plan_bulk_orphaned = mr_queue_prepare(
+											 "UPDATE @.maileroo_outbox"
+											 "   SET status = 'failed', lease_until = NULL,"
+											 "       last_error = 'not sent: its campaign is missing from maileroo_campaigns'"
+											 " WHERE reference_id = ANY ($1) AND status = 'sending'",
+											 schema, 1, unclaim_args);
 }
 
 /* One claimed row, while jobs are formed. */
@@ -154,6 +171,7 @@ mr_bulk_claim(MrWorker *w, int max_jobs)
 	int			jobs = 0;
 	int			start;
 
+	max_jobs = Min(max_jobs, MR_BULK_JOBS_PER_STEP);
 	if (max_jobs <= 0 || mr_plan_bulk_claim == NULL)
 		return 0;
 	args[0] = Int32GetDatum(max_jobs * MAILEROO_BULK_MAX);
@@ -200,7 +218,21 @@ mr_bulk_claim(MrWorker *w, int max_jobs)
 		if (SPI_execute_plan(mr_plan_bulk_content, &arg, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not read campaign " INT64_FORMAT, cid);
 		if (SPI_processed != 1)
-			elog(ERROR, "campaign " INT64_FORMAT " of queued messages is missing", cid);
+		{
+			/* Its campaign was deleted: these rows can never be sent. */
+			char	  **refs = palloc(sizeof(char *) * (end - start));
+			Datum		d;
+			int			j;
+
+			for (j = start; j < end; j++)
+				refs[j - start] = rows[j].reference_id;
+			d = mr_text_array(refs, end - start);
+			if (SPI_execute_plan(mr_plan_bulk_orphaned, &d, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not fail the messages of a missing campaign");
+			mr_status_note_error("campaign messages failed: their campaign is missing from maileroo_campaigns");
+			start = end;
+			continue;
+		}
 		content = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		while (start < end && jobs < max_jobs)
 		{

@@ -143,6 +143,23 @@ is($node->safe_psql('postgres',
 	  . "  FROM maileroo_outbox o JOIN maileroo_campaigns c ON c.id = o.campaign_id WHERE c.name = 'rejected'"),
 	'failed 1 400 The subject is not allowed.', 'every message failed with the answer');
 
+# Rows whose campaign was deleted fail, and block nothing else.
+mock_reset();
+$node->safe_psql('postgres', q{
+	BEGIN;
+	SELECT maileroo_send_campaign('shop@example.com', 'orphan', plain => 'hi',
+		recipients => ARRAY['o1@example.org', 'o2@example.org'], name => 'orphan');
+	DELETE FROM maileroo_campaigns WHERE name = 'orphan';
+	COMMIT;
+});
+my $single = ref_id(1);
+$node->safe_psql('postgres',
+	"SELECT maileroo_send('shop\@example.com', 'jane\@example.org', 'After', plain => 'hi', reference_id => '$single')");
+is(wait_final($node, $single)->{status}, 'sent', 'ordinary mail is still sent');
+ok($node->poll_query_until('postgres',
+	"SELECT count(*) = 2 FROM maileroo_outbox WHERE status = 'failed' AND last_error LIKE 'not sent: its campaign is missing%'"),
+	'the messages of a deleted campaign fail, saying why');
+
 # Immediate shutdown in the middle of a 10,000-recipient campaign: after the
 # restart every message is sent, none is lost, none is stuck, and a message
 # is sent twice only when it was in flight at the crash.
