@@ -21,6 +21,8 @@ CREATE TABLE maileroo_outbox (
 	request json NOT NULL,
 	status maileroo_outbox_status NOT NULL DEFAULT 'queued',
 	attempts integer NOT NULL DEFAULT 0,
+	-- Higher is claimed first: 100 for ordinary mail, lower for campaigns.
+	priority smallint NOT NULL DEFAULT 100,
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	lease_until timestamptz,
 	created_at timestamptz NOT NULL DEFAULT now(),
@@ -29,12 +31,11 @@ CREATE TABLE maileroo_outbox (
 	last_error text,
 	response jsonb,
 	queued_by name NOT NULL DEFAULT current_user,
-	priority smallint NOT NULL DEFAULT 100,
 	-- The maileroo_campaigns row of a campaign message; NULL for ordinary
-	-- mail.  No foreign key: its check would run once per queued row, the
-	-- largest single cost of queueing a campaign; only
-	-- maileroo_send_campaign writes it and campaigns are never deleted by
-	-- the extension.
+	-- mail.  No foreign key: its check would run once per queued row (an
+	-- index probe and a row lock on the campaign for every message); only
+	-- maileroo_send_campaign writes it, the extension never deletes a
+	-- campaign, and the worker fails the rows of one deleted by hand.
 	campaign_id bigint
 );
 
