@@ -4,6 +4,10 @@
 -- does not depend on the worker.
 CREATE EXTENSION maileroo;
 SET TimeZone = 'UTC';
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 
 -- Reference ids are random: show them as <ref>, after checking their form.
 CREATE FUNCTION pg_temp.masked(body json) RETURNS text LANGUAGE sql AS $$
@@ -18,11 +22,11 @@ SELECT * FROM maileroo_send_campaign('Shop <shop@example.com>', 'Spring sale',
 	recipients => ARRAY['Jane Doe <jane@example.org>'],
 	template_data => '{"first_name": "Jane"}',
 	name => 'spring');
-SELECT name, content, messages, suppressed, duplicates, queued_by FROM maileroo_campaigns;
-SELECT endpoint, status, priority, attempts, campaign_id = c.id AS in_campaign,
+SELECT name, content, messages, suppressed, duplicates, queued_by, account FROM maileroo_campaigns;
+SELECT endpoint, status, priority, attempts, o.account, campaign_id = c.id AS in_campaign,
 	   request ->> 'reference_id' = reference_id AS own_reference_id,
 	   pg_temp.masked(request) AS request
-  FROM maileroo_outbox, maileroo_campaigns c;
+  FROM maileroo_outbox o, maileroo_campaigns c;
 SELECT request, messages, reference_ids = ARRAY(SELECT reference_id FROM maileroo_outbox) AS same_ids,
 	   pg_temp.masked(body) AS body
   FROM maileroo_campaign_requests('spring');
@@ -174,6 +178,8 @@ SELECT maileroo_send_campaign('shop@example.com', 'Hi', plain => 'hi', tags => '
 	recipients => ARRAY['a@example.org']);
 SELECT maileroo_send_campaign('shop@example.com', 'Hi', plain => 'hi', name => '',
 	recipients => ARRAY['a@example.org']);
+SELECT maileroo_send_campaign('shop@example.com', 'Hi', plain => 'hi', account => 'nope',
+	recipients => ARRAY['a@example.org']);
 SELECT count(*) AS campaigns FROM maileroo_campaigns;
 SELECT count(*) AS queued FROM maileroo_outbox;
 
@@ -181,9 +187,10 @@ SELECT count(*) AS queued FROM maileroo_outbox;
 -- cancel and review only its own campaigns.
 CREATE ROLE regress_campaign_alice;
 CREATE ROLE regress_campaign_bob;
-GRANT EXECUTE ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean),
+GRANT EXECUTE ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean, text),
 	maileroo_cancel_campaign(text), maileroo_campaign_requests(text)
 	TO regress_campaign_alice, regress_campaign_bob;
+GRANT USAGE ON FOREIGN SERVER mock TO regress_campaign_alice, regress_campaign_bob;
 BEGIN;
 SET LOCAL ROLE regress_campaign_alice;
 SELECT queued FROM maileroo_send_campaign('shop@example.com', 'Hi', plain => 'hi',
@@ -204,4 +211,4 @@ SELECT status, queued_by, last_error FROM maileroo_outbox;
 ROLLBACK;
 DROP OWNED BY regress_campaign_alice, regress_campaign_bob;
 DROP ROLE regress_campaign_alice, regress_campaign_bob;
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

@@ -28,6 +28,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_worker.h"
+#include "maileroo_account.h"
 #include "maileroo_campaign.h"
 
 #include "catalog/pg_type.h"
@@ -36,6 +37,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -44,6 +46,10 @@ static SPIPlanPtr mr_plan_bulk_claim;
 static SPIPlanPtr mr_plan_bulk_content;
 static SPIPlanPtr mr_plan_bulk_unclaim;
 static SPIPlanPtr mr_plan_bulk_orphaned;
+static SPIPlanPtr mr_plan_bulk_no_key;
+
+/* Rows whose account has no usable key are tried again this late. */
+#define MR_BULK_NO_KEY_WAIT_MS	5000
 
 /*
  * Bulk requests claimed per step at most: keeps each claim and record
@@ -64,8 +70,10 @@ mr_bulk_forget_plans(void)
 		SPI_freeplan(mr_plan_bulk_unclaim);
 	if (mr_plan_bulk_orphaned)
 		SPI_freeplan(mr_plan_bulk_orphaned);
+	if (mr_plan_bulk_no_key)
+		SPI_freeplan(mr_plan_bulk_no_key);
 	mr_plan_bulk_claim = mr_plan_bulk_content = mr_plan_bulk_unclaim = NULL;
-	mr_plan_bulk_orphaned = NULL;
+	mr_plan_bulk_orphaned = mr_plan_bulk_no_key = NULL;
 }
 
 /* Prepare the statements for the extension in schema (quoted). */
@@ -75,6 +83,7 @@ mr_bulk_prepare(const char *schema)
 	Oid			claim_args[2] = {INT4OID, FLOAT8OID};
 	Oid			content_args[1] = {INT8OID};
 	Oid			unclaim_args[1] = {TEXTARRAYOID};
+	Oid			no_key_args[3] = {TEXTARRAYOID, TEXTOID, FLOAT8OID};
 
 	mr_bulk_forget_plans();
 	mr_plan_bulk_claim = mr_queue_prepare(
@@ -88,7 +97,8 @@ mr_bulk_prepare(const char *schema)
 										  "          AND next_attempt_at <= now()"
 										  "        ORDER BY next_attempt_at LIMIT $1"
 										  "          FOR UPDATE SKIP LOCKED))"
-										  " RETURNING o.campaign_id, o.reference_id, o.request::text, o.attempts",
+										  " RETURNING o.campaign_id, o.reference_id, o.request::text, o.attempts,"
+										  "           o.account, o.queued_by",
 										  schema, 2, claim_args);
 	mr_plan_bulk_content = mr_queue_prepare(
 											"SELECT content::text FROM @.maileroo_campaigns WHERE id = $1",
@@ -106,6 +116,14 @@ mr_bulk_prepare(const char *schema)
 											 "       last_error = 'not sent: its campaign is missing from maileroo_campaigns'"
 											 " WHERE reference_id = ANY ($1) AND status = 'sending'",
 											 schema, 1, unclaim_args);
+	/* As for single messages: no attempt used, tried again later. */
+	mr_plan_bulk_no_key = mr_queue_prepare(
+										   "UPDATE @.maileroo_outbox"
+										   "   SET status = 'retrying', attempts = attempts - 1, lease_until = NULL,"
+										   "       next_attempt_at = now() + $3 * interval '1 millisecond',"
+										   "       last_error = $2"
+										   " WHERE reference_id = ANY ($1) AND status = 'sending'",
+										   schema, 3, no_key_args);
 }
 
 /* One claimed row, while jobs are formed. */
@@ -115,6 +133,8 @@ typedef struct MrBulkRow
 	char	   *reference_id;
 	char	   *message;
 	int			attempts;
+	char	   *account;		/* the same for every row of a campaign */
+	char	   *queued_by;
 	int			order;			/* as claimed, to keep it within a campaign */
 } MrBulkRow;
 
@@ -129,9 +149,10 @@ mr_bulk_row_cmp(const void *a, const void *b)
 	return (ra->order > rb->order) - (ra->order < rb->order);
 }
 
-/* Fill a free job slot with rows[0..n-1] of one campaign. */
+/* Fill a free job slot with rows[0..n-1] of one campaign, sent through acct. */
 static void
-mr_bulk_fill_job(MrWorker *w, MrBulkRow *rows, int n, const char *content)
+mr_bulk_fill_job(MrWorker *w, MrBulkRow *rows, int n, const char *content,
+				 const MailerooAccount *acct)
 {
 	MrJob	   *job = mr_transfer_free_job(w);
 	MemoryContext old = MemoryContextSwitchTo(job->cxt);
@@ -150,6 +171,8 @@ mr_bulk_fill_job(MrWorker *w, MrBulkRow *rows, int n, const char *content)
 	job->reference_id = job->refs[0];
 	job->path = pstrdup(MAILEROO_BULK_PATH);
 	job->body = maileroo_campaign_body(content, msgs, n);
+	job->api_url = pstrdup(acct->api_url);
+	job->api_key = pstrdup(acct->api_key);
 	pfree(msgs);
 	MemoryContextSwitchTo(old);
 	job->busy = true;			/* started after commit */
@@ -170,6 +193,8 @@ mr_bulk_claim(MrWorker *w, int max_jobs)
 	MrBulkRow  *rows;
 	int			jobs = 0;
 	int			start;
+	MailerooAccount *acct;
+	char	   *problem = NULL;
 
 	max_jobs = Min(max_jobs, MR_BULK_JOBS_PER_STEP);
 	if (max_jobs <= 0 || mr_plan_bulk_claim == NULL)
@@ -195,6 +220,8 @@ mr_bulk_claim(MrWorker *w, int max_jobs)
 		rows[i].reference_id = SPI_getvalue(tup, desc, 2);
 		rows[i].message = SPI_getvalue(tup, desc, 3);
 		rows[i].attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		rows[i].account = SPI_getvalue(tup, desc, 5);
+		rows[i].queued_by = SPI_getvalue(tup, desc, 6);
 		rows[i].order = (int) i;
 	}
 	qsort(rows, n, sizeof(MrBulkRow), mr_bulk_row_cmp);
@@ -234,14 +261,37 @@ mr_bulk_claim(MrWorker *w, int max_jobs)
 			continue;
 		}
 		content = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		/* The key of the campaign's account, read now (rotation). */
+		acct = maileroo_account_try_get_key(rows[start].account,
+											get_role_oid(rows[start].queued_by, true),
+											&problem);
+		if (acct == NULL)
+		{
+			char	  **refs = palloc(sizeof(char *) * (end - start));
+			Datum		nk[3];
+			int			j;
+
+			for (j = start; j < end; j++)
+				refs[j - start] = rows[j].reference_id;
+			nk[0] = mr_text_array(refs, end - start);
+			nk[1] = CStringGetTextDatum(problem);
+			nk[2] = Float8GetDatum((double) MR_BULK_NO_KEY_WAIT_MS);
+			if (SPI_execute_plan(mr_plan_bulk_no_key, nk, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not put back campaign messages");
+			mr_status_note_error(problem);
+			start = end;
+			continue;
+		}
 		while (start < end && jobs < max_jobs)
 		{
 			int			k = Min(end - start, MAILEROO_BULK_MAX);
 
-			mr_bulk_fill_job(w, rows + start, k, content);
+			mr_bulk_fill_job(w, rows + start, k, content, acct);
 			jobs++;
 			start += k;
 		}
+		maileroo_account_wipe(acct);
 	}
 	if (start < (int) n)
 	{

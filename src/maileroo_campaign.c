@@ -36,6 +36,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo.h"
+#include "maileroo_account.h"
 #include "maileroo_campaign.h"
 #include "maileroo_request.h"
 
@@ -75,7 +76,8 @@ enum
 	CARG_HEADERS,
 	CARG_ATTACHMENTS,
 	CARG_TRACKING,
-	CARG_IGNORE_SUPPRESSIONS
+	CARG_IGNORE_SUPPRESSIONS,
+	CARG_ACCOUNT
 };
 
 /* One recipient while a campaign is built. */
@@ -140,8 +142,8 @@ mr_campaign_lookup(FunctionCallInfo fcinfo)
 		const char *schema = get_namespace_name(nsp);
 		const char *qo = quote_qualified_identifier(schema, "maileroo_outbox");
 		const char *qc = quote_qualified_identifier(schema, "maileroo_campaigns");
-		Oid			ins_c_args[6] = {TEXTOID, TEXTOID, NAMEOID, INT4OID, INT4OID, INT4OID};
-		Oid			ins_r_args[4] = {TEXTARRAYOID, JSONARRAYOID, NAMEOID, INT8OID};
+		Oid			ins_c_args[7] = {TEXTOID, TEXTOID, NAMEOID, INT4OID, INT4OID, INT4OID, TEXTOID};
+		Oid			ins_r_args[5] = {TEXTARRAYOID, JSONARRAYOID, NAMEOID, INT8OID, TEXTOID};
 		Oid			id_args[1] = {INT8OID};
 		Oid			name_args[1] = {TEXTOID};
 		Oid			cancel_args[2] = {INT8OID, NAMEOID};
@@ -149,16 +151,16 @@ mr_campaign_lookup(FunctionCallInfo fcinfo)
 
 		memset(&c, 0, sizeof(c));
 		c.insert_campaign = mr_prepare_kept(psprintf(
-													 "INSERT INTO %s (name, content, queued_by, messages, suppressed, duplicates)"
-													 " VALUES ($1, $2::pg_catalog.json, $3, $4, $5, $6)"
+													 "INSERT INTO %s (name, content, queued_by, messages, suppressed, duplicates, account)"
+													 " VALUES ($1, $2::pg_catalog.json, $3, $4, $5, $6, $7)"
 													 " ON CONFLICT (name) DO NOTHING RETURNING id", qc),
-											6, ins_c_args);
+											7, ins_c_args);
 		c.insert_rows = mr_prepare_kept(psprintf(
-												 "INSERT INTO %s (reference_id, endpoint, request, status, queued_by, campaign_id, priority)"
-												 " SELECT u.r, '/emails/bulk', u.q, 'queued', $3, $4, %d"
+												 "INSERT INTO %s (reference_id, endpoint, request, status, queued_by, campaign_id, priority, account)"
+												 " SELECT u.r, '/emails/bulk', u.q, 'queued', $3, $4, %d, $5"
 												 "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(r, q)",
 												 qo, MAILEROO_CAMPAIGN_PRIORITY),
-										4, ins_r_args);
+										5, ins_r_args);
 		c.find_by_id = mr_prepare_kept(psprintf(
 												"SELECT id, name, queued_by, content::pg_catalog.text FROM %s"
 												" WHERE id OPERATOR(pg_catalog.=) $1", qc),
@@ -379,7 +381,9 @@ PG_FUNCTION_INFO_V1(maileroo_send_campaign);
 /*
  * maileroo_send_campaign(sender, subject, recipients text[], html, plain,
  * template_id, template_data, recipient_data jsonb[], name, reply_to, tags,
- * headers, attachments, tracking, ignore_suppressions): validate, create
+ * headers, attachments, tracking, ignore_suppressions, account): validate,
+ * choose the sending account (named, else by the sender's domain; USAGE
+ * required), create
  * the campaign and queue one message per distinct, unsuppressed recipient.
  * Returns (campaign_id, queued, suppressed, duplicates).  Raises ERROR
  * (22004 for a required NULL, 22023 for an invalid value, 23505 for a name
@@ -411,6 +415,7 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 	int			nduplicates = 0;
 	int			nqueued;
 	char	   *name = NULL;
+	char	   *account;
 	NameData	queued_by;
 	Oid			owner;
 	int64		campaign_id;
@@ -444,6 +449,17 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 		initStringInfo(&sd);
 		(void) JsonbToCString(&sd, &shared_data->root, VARSIZE(shared_data));
 		shared_data_text = sd.data;
+	}
+	/* The account: named, or the one serving the sender's domain. */
+	{
+		char	   *domain = pstrdup(strrchr(from->address, '@') + 1);
+		char	   *p;
+
+		for (p = domain; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		account = maileroo_account_choose(carg_null(fcinfo, CARG_ACCOUNT) ? NULL :
+										  TextDatumGetCString(PG_GETARG_DATUM(CARG_ACCOUNT)),
+										  domain, GetUserId());
 	}
 	if (!carg_null(fcinfo, CARG_NAME))
 	{
@@ -560,8 +576,8 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	owner = mr_campaign_lookup(fcinfo);
 	{
-		Datum		args[6];
-		char		anulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+		Datum		args[7];
+		char		anulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 		bool		isnull;
 
 		args[0] = name ? CStringGetTextDatum(name) : (Datum) 0;
@@ -571,6 +587,7 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 		args[3] = Int32GetDatum(nqueued);
 		args[4] = Int32GetDatum(nsuppressed);
 		args[5] = Int32GetDatum(nduplicates);
+		args[6] = CStringGetTextDatum(account);
 		if (maileroo_run_as_owner(mr_cc.insert_campaign, owner, args, anulls,
 								  SPI_OK_INSERT_RETURNING) == 0)
 			ereport(ERROR,
@@ -652,13 +669,14 @@ maileroo_send_campaign(PG_FUNCTION_ARGS)
 			}
 			if (nrows > 0 && (nrows == MR_INSERT_CHUNK || i == n))
 			{
-				Datum		args[4];
+				Datum		args[5];
 				MemoryContext o = MemoryContextSwitchTo(chunk_cxt);
 
 				args[0] = mr_cstring_array(refs, nrows, TEXTOID);
 				args[1] = mr_cstring_array(reqs, nrows, JSONOID);
 				args[2] = NameGetDatum(&queued_by);
 				args[3] = Int64GetDatum(campaign_id);
+				args[4] = CStringGetTextDatum(account);
 				MemoryContextSwitchTo(o);
 				(void) maileroo_run_as_owner(mr_cc.insert_rows, owner, args, NULL,
 											 SPI_OK_INSERT);

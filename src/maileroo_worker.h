@@ -79,6 +79,8 @@ typedef struct MrJob
 	int			attempts;		/* the largest of its messages' */
 	int			nrefs;			/* a bulk request's messages; 0 otherwise */
 	char	  **refs;			/* their reference ids, in body order */
+	char	   *api_url;		/* from the row's account, read at claim */
+	char	   *api_key;		/* wiped once it is in the header list */
 } MrJob;
 
 /* One finished request waiting to be recorded. */

@@ -17,7 +17,9 @@ CREATE TABLE maileroo_campaigns (
 	suppressed integer NOT NULL DEFAULT 0,
 	duplicates integer NOT NULL DEFAULT 0,
 	queued_by name NOT NULL DEFAULT current_user,
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	-- The sending account every message of the campaign goes through.
+	account text NOT NULL
 );
 COMMENT ON TABLE maileroo_campaigns IS
 	'Campaigns queued by maileroo_send_campaign: the shared content, once, and the counts';
@@ -50,6 +52,7 @@ CREATE FUNCTION maileroo_send_campaign(
 	attachments maileroo_attachment[] DEFAULT NULL,
 	tracking boolean DEFAULT NULL,
 	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL,
 	OUT campaign_id bigint,
 	OUT queued integer,
 	OUT suppressed integer,
@@ -57,9 +60,9 @@ CREATE FUNCTION maileroo_send_campaign(
 RETURNS record
 AS 'MODULE_PATHNAME', 'maileroo_send_campaign'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean)
+COMMENT ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean, text)
 	IS 'Queue one message per recipient with shared content, sent through POST /emails/bulk after commit';
-REVOKE ALL ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION maileroo_send_campaign(text, text, text[], text, text, bigint, jsonb, jsonb[], text, text, jsonb, jsonb, maileroo_attachment[], boolean, boolean, text) FROM PUBLIC;
 
 CREATE FUNCTION maileroo_cancel_campaign(campaign_id bigint)
 RETURNS bigint
@@ -101,7 +104,7 @@ REVOKE ALL ON FUNCTION maileroo_campaign_requests(text) FROM PUBLIC;
 -- filter on campaign_id or name narrows the campaigns before their
 -- messages are read (through maileroo_outbox_campaign_idx).
 CREATE VIEW maileroo_campaign_summary AS
-SELECT c.id AS campaign_id, c.name, c.created_at, c.queued_by,
+SELECT c.id AS campaign_id, c.name, c.created_at, c.queued_by, c.account,
 	   c.messages, c.suppressed, c.duplicates,
 	   s.waiting, s.sent, s.failed, s.cancelled,
 	   s.delivered, s.opened, s.clicked, s.bounced

@@ -118,8 +118,6 @@ esac
 
 cat >"$TMP/bench.conf" <<CONF
 shared_preload_libraries = 'maileroo'
-maileroo.api_url = 'http://127.0.0.1:$NGINX_PORT/api/v2'
-maileroo.api_key = 'bench-key'
 maileroo.database_name = 'postgres'
 maileroo.concurrency = $CONC
 shared_buffers = '256MB'
@@ -127,7 +125,9 @@ max_wal_size = '4GB'
 CONF
 mr_start_cluster "$TMP/pg" "$(mr_free_port)" "$TMP/bench.conf"
 PSQL=(psql -X -q -At -d postgres)
-"${PSQL[@]}" -c 'CREATE EXTENSION maileroo'
+"${PSQL[@]}" -c 'CREATE EXTENSION maileroo' \
+	-c "CREATE SERVER bench FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url 'http://127.0.0.1:$NGINX_PORT/api/v2')" \
+	-c "CREATE USER MAPPING FOR PUBLIC SERVER bench OPTIONS (api_key 'bench-key')"
 "${PSQL[@]}" -c "CREATE TABLE users AS SELECT i AS id, 'user' || i || '@example.org' AS email, 'User ' || i AS first_name FROM generate_series(1, $N) i"
 "${PSQL[@]}" -c "INSERT INTO maileroo_suppressions (address, reason) SELECT 'user' || i || '@example.org', 'manual' FROM generate_series(1, $N, 1000) i"
 "${PSQL[@]}" -c "VACUUM ANALYZE"

@@ -15,7 +15,7 @@ use MailerooOutbox;
 my $conc = 4;
 my $node = new_node('campaign', "maileroo.concurrency = $conc\nrestart_after_crash = on\n");
 $node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node);
 
 # The bulk requests the mock received: [{status, refs => [...], to => [...]}].
 my $BULK = <<'PY';
