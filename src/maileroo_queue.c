@@ -31,6 +31,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_worker.h"
+#include "maileroo_account.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -38,11 +39,15 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "pgstat.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+
+/* A claimed row whose account has no usable key is tried again this late. */
+#define MR_NO_KEY_WAIT_MS	5000
 
 /* Plans, valid for the extension they were made for. */
 static Oid	mr_plan_ext = InvalidOid;
@@ -51,6 +56,9 @@ static SPIPlanPtr mr_plan_record;
 static SPIPlanPtr mr_plan_orphans;
 static SPIPlanPtr mr_plan_next_due;
 static SPIPlanPtr mr_plan_pauses;
+static SPIPlanPtr mr_plan_no_key;
+
+static Datum mr_blocked_accounts(MrWorker *w);
 
 /* The text each MrRowStatus is stored as. */
 static const char *const mr_row_status_names[] = {
@@ -72,14 +80,17 @@ mr_queue_forget_plans(void)
 		SPI_freeplan(mr_plan_next_due);
 	if (mr_plan_pauses)
 		SPI_freeplan(mr_plan_pauses);
+	if (mr_plan_no_key)
+		SPI_freeplan(mr_plan_no_key);
 	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
-	mr_plan_pauses = NULL;
+	mr_plan_pauses = mr_plan_no_key = NULL;
 	mr_plan_ext = InvalidOid;
+	mr_bulk_forget_plans();
 }
 
 /* Prepare and keep fmt, every @ in it standing for the extension's schema. */
-static SPIPlanPtr
-mr_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
+SPIPlanPtr
+mr_queue_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
 {
 	StringInfoData sql;
 	SPIPlanPtr	plan;
@@ -127,10 +138,12 @@ mr_ensure_plans(void)
 {
 	Oid			ext = get_extension_oid("maileroo", true);
 	const char *schema;
-	Oid			claim_args[2] = {INT4OID, FLOAT8OID};
+	Oid			claim_args[3] = {INT4OID, FLOAT8OID, TEXTARRAYOID};
 	Oid			record_args[7] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID, BOOLARRAYOID};
 	Oid			orphan_args[1] = {BOOLOID};
+	Oid			next_due_args[1] = {TEXTARRAYOID};
+	Oid			no_key_args[3] = {TEXTOID, TEXTOID, FLOAT8OID};
 
 	if (!OidIsValid(ext))
 	{
@@ -145,19 +158,30 @@ mr_ensure_plans(void)
 	if (schema == NULL)
 		return false;
 
-	mr_plan_claim = mr_prepare(
+	mr_plan_claim = mr_queue_prepare(
 							   "UPDATE @.maileroo_outbox o"
 							   "   SET status = 'sending', attempts = o.attempts + 1,"
 							   "       lease_until = now() + $2 * interval '1 millisecond'"
 							   " WHERE o.reference_id = ANY (ARRAY("
 							   "       SELECT reference_id FROM @.maileroo_outbox"
 							   "        WHERE status IN ('queued', 'retrying')"
+							   "          AND campaign_id IS NULL"
 							   "          AND next_attempt_at <= now()"
+							   "          AND account <> ALL ($3)"
 							   "        ORDER BY priority DESC, next_attempt_at LIMIT $1"
 							   "          FOR UPDATE SKIP LOCKED))"
-							   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts",
-							   schema, 2, claim_args);
-	mr_plan_record = mr_prepare(
+							   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts,"
+							   "           o.account, o.queued_by",
+							   schema, 3, claim_args);
+	/* A claimed row whose account has no usable key waits, no attempt used. */
+	mr_plan_no_key = mr_queue_prepare(
+								"UPDATE @.maileroo_outbox"
+								"   SET status = 'retrying', attempts = attempts - 1, lease_until = NULL,"
+								"       next_attempt_at = now() + $3 * interval '1 millisecond',"
+								"       last_error = $2"
+								" WHERE reference_id = $1 AND status = 'sending'",
+								schema, 3, no_key_args);
+	mr_plan_record = mr_queue_prepare(
 								"UPDATE @.maileroo_outbox o"
 								"   SET status = r.status,"
 								"       attempts = o.attempts - r.refund::int,"
@@ -173,39 +197,30 @@ mr_ensure_plans(void)
 								"       AS r(ref, status, http, err, resp, delay_ms, refund)"
 								" WHERE o.reference_id = r.ref AND o.status = 'sending'",
 								schema, 7, record_args);
-	mr_plan_orphans = mr_prepare(
+	mr_plan_orphans = mr_queue_prepare(
 								 "UPDATE @.maileroo_outbox"
 								 "   SET status = 'retrying', next_attempt_at = now(), lease_until = NULL,"
 								 "       last_error = 'delivery was interrupted before an answer arrived; sent again with the same reference_id'"
 								 " WHERE status = 'sending' AND ($1 OR lease_until < now())",
 								 schema, 1, orphan_args);
-	/*
-	 * The due index is ordered by priority first: visit each priority
-	 * present (a loose index scan) and take its earliest row.
-	 */
-	mr_plan_next_due = mr_prepare(
-								  "WITH RECURSIVE p(prio) AS ("
-								  "  SELECT max(priority) FROM @.maileroo_outbox"
-								  "   WHERE status IN ('queued', 'retrying')"
-								  "  UNION ALL"
-								  "  SELECT (SELECT max(priority) FROM @.maileroo_outbox"
-								  "           WHERE status IN ('queued', 'retrying') AND priority < p.prio)"
-								  "    FROM p WHERE p.prio IS NOT NULL)"
-								  "SELECT extract(epoch FROM min("
-								  "         (SELECT next_attempt_at FROM @.maileroo_outbox"
-								  "           WHERE status IN ('queued', 'retrying') AND priority = p.prio"
-								  "           ORDER BY priority DESC, next_attempt_at LIMIT 1))"
-								  "       - now())::float8 * 1000"
-								  "  FROM p WHERE p.prio IS NOT NULL",
-								  schema, 0, NULL);
-	mr_plan_pauses = mr_prepare("SELECT account FROM @.maileroo_pauses",
-								schema, 0, NULL);
+	mr_plan_next_due = mr_queue_prepare(
+								  "SELECT extract(epoch FROM least("
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NULL"
+								  "      AND account <> ALL ($1)),"
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NOT NULL))"
+								  "  - now())::float8 * 1000",
+								  schema, 1, next_due_args);
+	mr_bulk_prepare(schema);
+	mr_plan_pauses = mr_queue_prepare("SELECT account FROM @.maileroo_pauses",
+									  schema, 0, NULL);
 	mr_plan_ext = ext;
 	return true;
 }
 
 /* A text[] Datum from C strings, NULL pointers becoming NULL elements. */
-static Datum
+Datum
 mr_text_array(char **vals, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
@@ -287,38 +302,91 @@ mr_queue_requeue_orphans(bool all)
 
 /*
  * Statement 3: claim up to claim_n due rows into free job slots (their
- * strings in the job's context).  Returns how many were claimed.
+ * strings in the job's context).  Each row is sent through the account it
+ * records, with the key read now for the role that queued it (rotation
+ * needs no restart; consecutive rows of one account and role share one
+ * read).  A row whose account has no usable key goes back to 'retrying'
+ * without using an attempt.  Returns how many were claimed into slots.
  */
 static int
 mr_queue_claim(MrWorker *w, int claim_n)
 {
-	Datum		args[2];
+	Datum		args[3];
 	uint64		i;
+	uint64		nrows;
+	SPITupleTable *claimed;
+	int			nclaimed = 0;
+	MailerooAccount *acct = NULL;
+	char	   *problem = NULL;
+	char	   *acct_name = NULL;
+	char	   *acct_role = NULL;
 
 	args[0] = Int32GetDatum(claim_n);
 	args[1] = Float8GetDatum((double) maileroo_timeout_ms +
 							 maileroo_connect_timeout_ms + MR_LEASE_SLACK_MS);
+	args[2] = mr_blocked_accounts(w);
 	if (SPI_execute_plan(mr_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued messages");
 
-	for (i = 0; i < SPI_processed; i++)
+	claimed = SPI_tuptable;
+	nrows = SPI_processed;
+	for (i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MrJob	   *job = mr_transfer_free_job(w);
+		HeapTuple	tup = claimed->vals[i];
+		TupleDesc	desc = claimed->tupdesc;
+		char	   *account = SPI_getvalue(tup, desc, 5);
+		char	   *queued_by = SPI_getvalue(tup, desc, 6);
+		MrJob	   *job;
 		MemoryContext old;
 		bool		isnull;
 
+		if (acct_name == NULL || strcmp(acct_name, account) != 0 ||
+			strcmp(acct_role, queued_by) != 0)
+		{
+			maileroo_account_wipe(acct);
+			acct = maileroo_account_try_get_key(account, get_role_oid(queued_by, true),
+												&problem);
+			acct_name = account;
+			acct_role = queued_by;
+		}
+		if (acct == NULL)
+		{
+			Datum		nk[3];
+
+			nk[0] = CStringGetTextDatum(SPI_getvalue(tup, desc, 1));
+			nk[1] = CStringGetTextDatum(problem);
+			nk[2] = Float8GetDatum((double) MR_NO_KEY_WAIT_MS);
+			if (SPI_execute_plan(mr_plan_no_key, nk, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not put back a message");
+			mr_status_note_error(problem);
+			continue;
+		}
+
+		job = mr_transfer_free_job(w);
 		old = MemoryContextSwitchTo(job->cxt);
 		job->reference_id = SPI_getvalue(tup, desc, 1);
 		job->path = SPI_getvalue(tup, desc, 2);
 		job->body = SPI_getvalue(tup, desc, 3);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		job->api_url = pstrdup(acct->api_url);
+		job->api_key = pstrdup(acct->api_key);
 		MemoryContextSwitchTo(old);
 		job->busy = true;		/* started after commit */
-		mr_sched_claimed(w, job);
+		mr_sched_claimed(w, job, account);
+		nclaimed++;
 	}
-	return (int) SPI_processed;
+	maileroo_account_wipe(acct);
+	return nclaimed;
+}
+
+/* The accounts the scheduler holds back now, as a text[] Datum. */
+static Datum
+mr_blocked_accounts(MrWorker *w)
+{
+	char	   *names[MR_MAX_ACCOUNTS];
+	int			n = mr_sched_blocked(w, names);
+
+	return mr_text_array(names, n);
 }
 
 /* Statement 0: which accounts an operator paused (maileroo_pauses). */
@@ -328,6 +396,7 @@ mr_queue_read_pauses(MrWorker *w)
 	char	  **names;
 	int			n = 0;
 	bool		all = false;
+	ListCell   *lc;
 
 	if (SPI_execute_plan(mr_plan_pauses, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read maileroo_pauses");
@@ -342,17 +411,30 @@ mr_queue_read_pauses(MrWorker *w)
 			names[n++] = name;
 	}
 	mr_sched_set_pauses(w, all, names, n);
+
+	/* And every account's configured limits (server options, no secret). */
+	foreach(lc, maileroo_account_names())
+	{
+		char	   *name = (char *) lfirst(lc);
+		MailerooAccount *acct = maileroo_account_get(name, InvalidOid, 0, true);
+
+		if (acct != NULL)
+			mr_sched_configure(w, name, acct->rate_limit, acct->burst,
+							   acct->concurrency);
+	}
 }
 
 /* Statement 4: ms until the next row falls due, or -1 when none is waiting. */
 static double
-mr_queue_next_due(void)
+mr_queue_next_due(MrWorker *w)
 {
+	Datum		arg;
 	bool		isnull;
 	Datum		d;
 
 	/* Not read-only: it must see the rows just updated. */
-	if (SPI_execute_plan(mr_plan_next_due, NULL, NULL, false, 1) != SPI_OK_SELECT)
+	arg = mr_blocked_accounts(w);
+	if (SPI_execute_plan(mr_plan_next_due, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the outbox");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? -1 : Max(0.0, DatumGetFloat8(d));
@@ -396,8 +478,11 @@ mr_queue_step(MrWorker *w, MrStep *step)
 			mr_queue_requeue_orphans(step->orphans_all);
 		if (step->claim_n > 0)
 			step->nclaimed = mr_queue_claim(w, step->claim_n);
+		/* Campaign mail in the slots ordinary mail left (maileroo_bulk.c). */
+		if (step->claim_n > step->nclaimed)
+			step->nclaimed += mr_bulk_claim(w, step->claim_n - step->nclaimed);
 		if (step->claim_n == 0 || step->nclaimed < step->claim_n)
-			step->next_due_ms = mr_queue_next_due();
+			step->next_due_ms = mr_queue_next_due(w);
 	}
 
 	SPI_finish();

@@ -132,7 +132,6 @@ mr_sched_init(MrWorker *w)
 	w->accounts = MemoryContextAllocZero(TopMemoryContext,
 										 sizeof(MrAccount) * MR_MAX_ACCOUNTS);
 	w->naccounts = 0;
-	(void) mr_account_get(w, MR_DEFAULT_ACCOUNT);
 	w->pauses_stale = true;
 }
 
@@ -221,11 +220,29 @@ mr_sched_claim_budget(MrWorker *w)
 {
 	int			conc = maileroo_concurrency;
 	int			free_slots = Min(conc, w->njobs) - w->in_flight;
-	int			n;
+	int			n = INT_MAX;
+	bool		any = w->naccounts == 0;
 
 	if (free_slots <= 0)
 		return 0;
-	n = mr_account_budget(mr_account_get(w, MR_DEFAULT_ACCOUNT), w->now);
+
+	/*
+	 * One claim serves every account that may send now (the others are
+	 * left out of it, see mr_sched_blocked): at most what the most limited
+	 * of them allows.
+	 */
+	for (int i = 0; i < w->naccounts; i++)
+	{
+		int			b = mr_account_budget(&w->accounts[i], w->now);
+
+		if (b > 0)
+		{
+			n = Min(n, b);
+			any = true;
+		}
+	}
+	if (!any)
+		return 0;				/* every account is held back */
 	if (n == INT_MAX && w->in_flight > 0 && free_slots < Max(1, conc / 16))
 		return 0;
 	return Min(n, free_slots);
@@ -235,9 +252,43 @@ mr_sched_claim_budget(MrWorker *w)
 int
 mr_sched_limit_claim(MrWorker *w, int claim_n)
 {
-	MrAccount  *a = mr_account_get(w, MR_DEFAULT_ACCOUNT);
+	return Min(claim_n, mr_sched_claim_budget(w));
+}
 
-	return a->paused ? 0 : claim_n;
+/*
+ * The accounts that may not send now (paused, in a 429 pause, circuit open
+ * with no probe due, out of tokens), into names (room for MR_MAX_ACCOUNTS);
+ * returns how many.
+ */
+int
+mr_sched_blocked(MrWorker *w, char **names)
+{
+	int			n = 0;
+
+	for (int i = 0; i < w->naccounts; i++)
+		if (mr_account_budget(&w->accounts[i], w->now) == 0)
+			names[n++] = w->accounts[i].name;
+	return n;
+}
+
+/* An account's configured limits (0: none), read from its server options. */
+void
+mr_sched_configure(MrWorker *w, const char *name, double rate_limit,
+				   int burst, int concurrency)
+{
+	MrAccount  *a = mr_account_get(w, name);
+
+	a->ceiling = rate_limit;
+	a->burst = burst;
+	a->concurrency = concurrency;
+	if (a->refilled_at == 0 && rate_limit > 0)
+	{
+		double		capacity;
+
+		(void) mr_account_rate(a, &capacity);
+		a->tokens = capacity;
+		a->refilled_at = GetCurrentTimestamp();
+	}
 }
 
 /* The pauses in maileroo_pauses: all sending, and these accounts. */
@@ -247,12 +298,7 @@ mr_sched_set_pauses(MrWorker *w, bool all, char **names, int n)
 	for (int i = 0; i < w->naccounts; i++)
 		w->accounts[i].paused = all;
 	for (int i = 0; i < n && !all; i++)
-	{
-		MrAccount  *a = mr_account_find(w, names[i]);
-
-		if (a != NULL)
-			a->paused = true;
-	}
+		mr_account_get(w, names[i])->paused = true;
 	w->pauses_stale = false;
 	w->pauses_read_at = GetCurrentTimestamp();
 }
@@ -294,9 +340,9 @@ mr_sched_next_wake(MrWorker *w)
 
 /* A claimed row counts against its account; an open circuit's is a probe. */
 void
-mr_sched_claimed(MrWorker *w, MrJob *job)
+mr_sched_claimed(MrWorker *w, MrJob *job, const char *account)
 {
-	MrAccount  *a = mr_account_get(w, MR_DEFAULT_ACCOUNT);
+	MrAccount  *a = mr_account_get(w, account);
 
 	job->account = a;
 	job->probe = a->circuit_open;
@@ -500,7 +546,8 @@ mr_account_accepted_answer(MrAccount *a, TimestampTz now)
 void
 mr_sched_judge(MrWorker *w, MrJob *job, const MailerooResult *res, MrOutcome *o)
 {
-	MrAccount  *a = job->account ? job->account : mr_account_get(w, MR_DEFAULT_ACCOUNT);
+	static MrAccount unpaced;	/* a request of no known account */
+	MrAccount  *a = job->account ? job->account : &unpaced;
 	TimestampTz now = GetCurrentTimestamp();
 	MrVerdict	v = mr_verdict(res);
 

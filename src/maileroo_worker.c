@@ -327,16 +327,16 @@ mr_step(MrWorker *w)
 		w->want_claim = true;
 		w->next_due = 0;
 	}
+	if (w->sched_wake != 0 && w->now >= w->sched_wake)
+	{
+		/* An account held back at the last claim may send again. */
+		w->want_claim = true;
+		w->sched_wake = 0;
+	}
 	paused = w->pause_until != 0 && w->now < w->pause_until;
 
 	budget = mr_sched_claim_budget(w);
 	do_claim = w->want_claim && !w->ext_missing && !paused && budget > 0;
-	if (do_claim && (maileroo_api_key == NULL || maileroo_api_key[0] == '\0'))
-	{
-		mr_status_note_error("maileroo.api_key is not set: queued mail waits until it is");
-		do_claim = false;
-		w->want_claim = false;
-	}
 	do_record = w->npending > 0 && !paused &&
 		(do_claim || w->in_flight == 0 ||
 		 w->npending >= Max(1, maileroo_concurrency / 4) ||
@@ -355,6 +355,7 @@ mr_step(MrWorker *w)
 		mr_step_done(w, &step, do_claim);
 	else
 		mr_step_failed(w);
+	w->sched_wake = mr_sched_next_wake(w);
 	mr_sched_publish(w);
 }
 
@@ -400,10 +401,10 @@ mr_wait(MrWorker *w)
 			 w->npending > 0 || w->orphans_all ||
 			 (w->pauses_stale && !w->ext_missing))
 		timeout = 0;
-	else if (w->want_claim && !w->ext_missing)
+	else
 	{
 		/* Due mail the accounts hold back: until one may send again. */
-		TimestampTz t = mr_sched_next_wake(w);
+		TimestampTz t = w->want_claim ? mr_sched_next_wake(w) : w->sched_wake;
 
 		if (t != 0 && (wake_at == 0 || t < wake_at))
 			wake_at = t;

@@ -11,6 +11,9 @@
  *							(record, requeue orphans, claim, next due)
  *	 maileroo_transfer.c	the requests in flight on one curl multi handle,
  *							and turning an answer into an outcome
+ *	 maileroo_bulk.c		campaign rows: claimed into POST /emails/bulk
+ *							requests, one answer split into an outcome
+ *							per message
  *	 maileroo_scheduler.c	per-account pacing: how much may be claimed now,
  *							and what an answer says about the account
  *	 maileroo_status.c		shared memory: which worker serves which
@@ -51,7 +54,6 @@
 #define MR_RETRY_AFTER_CAP_MS (24 * 3600 * 1000)
 
 /* Accounts (maileroo_scheduler.c) */
-#define MR_DEFAULT_ACCOUNT	"default"	/* the one account of the single key */
 #define MR_MAX_ACCOUNTS		64		/* accounts one worker paces */
 #define MR_FAILURE_RUN		5		/* 5xx or network errors that open the circuit */
 #define MR_PROBE_BASE_MS	1000	/* first probe of an open circuit ... */
@@ -110,7 +112,11 @@ typedef struct MrJob
 	char	   *reference_id;
 	char	   *path;
 	char	   *body;
-	int			attempts;
+	int			attempts;		/* the largest of its messages' */
+	int			nrefs;			/* a bulk request's messages; 0 otherwise */
+	char	  **refs;			/* their reference ids, in body order */
+	char	   *api_url;		/* from the row's account, read at claim */
+	char	   *api_key;		/* wiped once it is in the header list */
 	MrAccount  *account;		/* whose pace it counts against */
 	bool		probe;			/* sent to probe an open circuit */
 } MrJob;
@@ -178,12 +184,22 @@ typedef struct MrWorker
 	MrAccount  *accounts;		/* MR_MAX_ACCOUNTS slots */
 	int			naccounts;
 	bool		pauses_stale;	/* maileroo_pauses may have changed */
+	TimestampTz sched_wake;		/* when a held-back account may send, or 0 */
 	TimestampTz pauses_read_at;
 } MrWorker;
 
 /* maileroo_queue.c: the statements of a transaction step */
 extern bool mr_queue_step(MrWorker *w, MrStep *step);
 extern void mr_queue_forget_plans(void);
+extern struct _SPI_plan *mr_queue_prepare(const char *fmt, const char *schema,
+										  int nargs, Oid *argtypes);
+extern Datum mr_text_array(char **vals, int n);
+
+/* maileroo_bulk.c: campaign rows through POST /emails/bulk */
+extern void mr_bulk_prepare(const char *schema);
+extern void mr_bulk_forget_plans(void);
+extern int	mr_bulk_claim(MrWorker *w, int max_jobs);
+extern void mr_bulk_finish(MrWorker *w, MrJob *job, const MailerooResult *res);
 
 /* maileroo_transfer.c: requests in flight */
 extern void mr_transfer_init(MrWorker *w);
@@ -197,6 +213,7 @@ extern void mr_transfer_release_unstarted(MrWorker *w);
 extern bool mr_transfer_abandon_all(MrWorker *w);
 extern void mr_transfer_cleanup(MrWorker *w);
 extern void mr_pending_forget(MrWorker *w);
+extern MrOutcome *mr_pending_add(MrWorker *w);
 
 /* maileroo_scheduler.c: how much to claim, and what an answer means */
 extern void mr_sched_init(MrWorker *w);
@@ -204,7 +221,10 @@ extern int	mr_sched_claim_budget(MrWorker *w);
 extern TimestampTz mr_sched_next_wake(MrWorker *w);
 extern void mr_sched_set_pauses(MrWorker *w, bool all, char **names, int n);
 extern int	mr_sched_limit_claim(MrWorker *w, int claim_n);
-extern void mr_sched_claimed(MrWorker *w, MrJob *job);
+extern void mr_sched_claimed(MrWorker *w, MrJob *job, const char *account);
+extern int	mr_sched_blocked(MrWorker *w, char **names);
+extern void mr_sched_configure(MrWorker *w, const char *name, double rate_limit,
+							   int burst, int concurrency);
 extern void mr_sched_judge(MrWorker *w, MrJob *job, const MailerooResult *res,
 						   MrOutcome *o);
 extern void mr_sched_released(MrJob *job);

@@ -111,7 +111,7 @@ BEGIN
 	   AND (since IS NULL OR o.created_at OPERATOR(pg_catalog.>=) since)
 	   AND (until IS NULL OR o.created_at OPERATOR(pg_catalog.<) until)
 	   AND (maileroo_retry_failed.account IS NULL
-			OR maileroo_retry_failed.account OPERATOR(pg_catalog.=) 'default');
+			OR o.account OPERATOR(pg_catalog.=) maileroo_retry_failed.account);
 	GET DIAGNOSTICS n = ROW_COUNT;
 	IF n OPERATOR(pg_catalog.>) 0 THEN
 		PERFORM @extschema@.maileroo_worker_wake();
@@ -163,7 +163,7 @@ LANGUAGE sql VOLATILE PARALLEL RESTRICTED SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 WITH w AS (
-	SELECT 'default'::text AS account, o.priority, count(*) AS n
+	SELECT o.account, o.priority, count(*) AS n
 	  FROM @extschema@.maileroo_outbox o
 	 WHERE o.status OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'retrying']::text[])
 	 GROUP BY 1, 2),
@@ -177,7 +177,10 @@ names AS (
 	SELECT q.account FROM q
 	UNION SELECT i.account FROM i
 	UNION SELECT p.account FROM p WHERE p.account OPERATOR(pg_catalog.<>) ''
-	UNION SELECT 'default')
+	UNION SELECT s.srvname::text
+		FROM pg_catalog.pg_foreign_server s
+		JOIN pg_catalog.pg_foreign_data_wrapper f ON f.oid OPERATOR(pg_catalog.=) s.srvfdw
+	   WHERE f.fdwname OPERATOR(pg_catalog.=) 'maileroo_fdw')
 SELECT n.account,
 	   CASE WHEN pz.paused THEN 'paused' ELSE coalesce(i.state, 'sending') END,
 	   pz.paused, i.pace, i.rate_limit, coalesce(i.in_flight, 0),

@@ -19,8 +19,9 @@ Usage:
     --host            address to listen on; only loopback addresses are allowed
     --port            TCP port; 0 picks a free one
     --port-file       once listening, write the port number there (atomically)
-    --api-key         the key clients must send (Authorization: Bearer KEY or
-                      X-Api-Key: KEY)
+    --api-key         a key clients may send (Authorization: Bearer KEY or
+                      X-Api-Key: KEY); repeat it to accept several (default
+                      test-key); POST /_mock/keys changes them at run time
     --webhook-secret  the secret webhook events are signed with
     --webhook-url     where to POST the webhook events of accepted mail, as
                       Maileroo does (default: nowhere; see /_mock/webhook)
@@ -48,11 +49,13 @@ Control API (no authentication, plain JSON):
     POST   /_mock/rules               add one rule (object) or several (list)
     DELETE /_mock/rules               remove all rules
     GET    /_mock/scheduled           the scheduled mail held in memory
+    GET    /_mock/keys                {"keys": [...]}: the keys accepted now
+    POST   /_mock/keys                {"keys": [...]}: accept these instead
     POST   /_mock/reset               rules, requests, scheduled mail, stats,
-                                      key settings
-    GET    /_mock/keys                per-key settings, with "limited" counts
-    POST   /_mock/keys                set one key's behaviour (see below)
-    DELETE /_mock/keys                forget every key's settings
+                                      the keys given at start, key limits
+    GET    /_mock/limits              per-key limits, with "limited" counts
+    POST   /_mock/limits              set one key's limits (see below)
+    DELETE /_mock/limits              forget every key's limits
     GET    /_mock/webhooks[?secret=S] signed webhook events for accepted mail
     GET    /_mock/webhook             where events are delivered, and counts:
                                       {"url", "max_attempts", "backoff",
@@ -82,11 +85,14 @@ A rule (matched in the order added, against API requests only):
      "method": "POST", "times": 1 (0 or null: forever),
      "status": 500, "body": "raw text" | "json": {...}, "message": "...",
      "headers": {"X-Extra": "1"}, "retry_after": 2, "delay": 0.5,
-     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok"}
+     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok",
+     "refuse": ["x@example.org"]}
 A rule with neither status nor mode (or mode "ok") lets the request be
-processed normally, after its delay and with its extra headers.
+processed normally, after its delay and with its extra headers; with
+"refuse", a bulk request's messages to those addresses are refused alone:
+left out of data.reference_ids and not accepted.
 
-Per-key behaviour, applied to authenticated API requests after the rules:
+Per-key limits (/_mock/limits), applied to API requests after the rules:
     {"key": "test-key",
      "rate_limit": 100,  messages per second (a token bucket; 0/null: none);
                          above it the answer is 429 with Retry-After
@@ -435,7 +441,7 @@ def normalize_rule(spec, rule_id):
     if not isinstance(spec, dict):
         raise BadRule("a rule must be a JSON object")
     known = {"path", "method", "times", "status", "body", "json", "headers",
-             "delay", "retry_after", "mode", "message"}
+             "delay", "retry_after", "mode", "message", "refuse"}
     unknown = set(spec) - known
     if unknown:
         raise BadRule("unknown rule keys: %s" % ", ".join(sorted(unknown)))
@@ -481,7 +487,11 @@ def normalize_rule(spec, rule_id):
     message = spec.get("message")
     if message is not None and not isinstance(message, str):
         raise BadRule("message must be a string")
-    return {"id": rule_id, "path": path, "method": method, "times": times,
+    refuse = spec.get("refuse") or []
+    if not isinstance(refuse, list) or not all(isinstance(a, str) for a in refuse):
+        raise BadRule("refuse must be a list of addresses")
+    return {"refuse": [a.lower() for a in refuse],
+            "id": rule_id, "path": path, "method": method, "times": times,
             "remaining": times, "hits": 0, "status": status, "body": body,
             "json": spec.get("json"), "headers": headers, "delay": delay,
             "retry_after": retry_after, "mode": mode, "message": message}
@@ -531,9 +541,10 @@ def rule_matches(rule, method, path):
 # ------------------------------------------------------------------ state
 
 class State:
-    def __init__(self, api_key, webhook_secret, log_path, webhook_url=None,
+    def __init__(self, api_keys, webhook_secret, log_path, webhook_url=None,
                  webhook_attempts=6, webhook_backoff=0.5, webhook_concurrency=4):
-        self.api_key = api_key
+        self.initial_keys = list(api_keys)
+        self.api_keys = list(api_keys)
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -564,6 +575,7 @@ class State:
 
     def reset(self):
         with self.lock:
+            self.api_keys = list(self.initial_keys)
             self.rules = []
             self.scheduled = {}
             self.keys = {}
@@ -1165,7 +1177,8 @@ class Handler(BaseHTTPRequestHandler):
                     body = envelope(status < 400, rule["message"] or default_message(status))
                 return answer(status, body, more=extra)
 
-        status, body, more = self.process(method, url, parsed)
+        status, body, more = self.process(method, url, parsed,
+                                          set(rule["refuse"]) if rule else set())
         more.update(extra)
         answer(status, body, more=more)
 
@@ -1204,12 +1217,12 @@ class Handler(BaseHTTPRequestHandler):
         conf = self.state.key_conf(key)
         if conf is not None and conf["revoked"]:
             return None
-        if hmac.compare_digest(key.encode(), self.state.api_key.encode()) or \
-                (conf is not None and conf["valid"]):
-            return key
-        return None
+        for good in list(self.state.api_keys):
+            if hmac.compare_digest(key.encode(), good.encode()):
+                return key
+        return key if conf is not None and conf["valid"] else None
 
-    def process(self, method, url, parsed):
+    def process(self, method, url, parsed, refuse=frozenset()):
         """Normal Maileroo behaviour: (status, body, extra headers)."""
         key = self.authorized()
         if key is None:
@@ -1236,6 +1249,8 @@ class Handler(BaseHTTPRequestHandler):
                                      {"reference_id": msg["reference_id"]}), {}
             if sub == "/emails/bulk":
                 msgs = validate_bulk(parsed)
+                msgs = [m for m in msgs
+                        if not any(a.lower() in refuse for a in m["recipients"])]
                 for m in msgs:
                     self.state.accept(m)
                 return 200, envelope(True, MSG_BULK_QUEUED,
@@ -1315,14 +1330,25 @@ class Handler(BaseHTTPRequestHandler):
                 st.clear_rules()
                 return self.send(200, {"ok": True})
             if what == "/keys" and method == "GET":
-                return self.send(200, st.list_keys())
+                return self.send(200, {"keys": list(st.api_keys)})
             if what == "/keys" and method == "POST":
+                try:
+                    keys = json.loads(raw).get("keys")
+                except (ValueError, AttributeError):
+                    keys = None
+                if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                    raise BadRule('the body must be {"keys": ["key", ...]}')
+                st.api_keys = list(keys)
+                return self.send(200, {"keys": list(st.api_keys)})
+            if what == "/limits" and method == "GET":
+                return self.send(200, st.list_keys())
+            if what == "/limits" and method == "POST":
                 try:
                     spec = json.loads(raw)
                 except ValueError:
                     raise BadRule("the body must be a JSON object")
                 return self.send(200, st.set_key(spec))
-            if what == "/keys" and method == "DELETE":
+            if what == "/limits" and method == "DELETE":
                 st.clear_keys()
                 return self.send(200, {"ok": True})
             if what == "/reset" and method == "POST":
@@ -1424,7 +1450,7 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
-    ap.add_argument("--api-key", default="test-key")
+    ap.add_argument("--api-key", action="append")
     ap.add_argument("--webhook-secret", default="whsec-test")
     ap.add_argument("--webhook-url")
     ap.add_argument("--webhook-attempts", type=int, default=6)
@@ -1455,7 +1481,7 @@ def main(argv=None):
         print("maileroo_mock: --webhook-attempts and --webhook-concurrency must be "
               "positive, --webhook-backoff not negative", file=sys.stderr)
         return 2
-    state = State(args.api_key, args.webhook_secret, args.log, args.webhook_url,
+    state = State(args.api_key or ["test-key"], args.webhook_secret, args.log, args.webhook_url,
                   args.webhook_attempts, args.webhook_backoff, args.webhook_concurrency)
     try:
         server = cls((host, args.port), Handler)

@@ -138,6 +138,11 @@ class MockTestCase(unittest.TestCase):
     def send(self, **over):
         return self.api("POST", "/emails", message(**over))
 
+    def accepted(self):
+        """Reference ids of the mail the mock accepted (from its webhooks)."""
+        return {json.loads(e["body"])["message_reference_id"]
+                for e in self.ctl("GET", "/_mock/webhooks")}
+
     def assert400(self, path, body, msg):
         status, doc = self.api("POST", path, body)
         self.assertEqual((status, doc["success"], doc["message"], doc["data"]),
@@ -248,6 +253,49 @@ class ApiTests(MockTestCase):
                        "The messages field may not have more than 500 items.")
         status, doc = self.api("POST", "/emails/bulk", dict(body, messages=[one] * 500))
         self.assertEqual(len(doc["data"]["reference_ids"]), 500)
+
+    def test_bulk_shared_fields_and_messages(self):
+        one = {"from": {"address": "s@example.com"}, "to": [{"address": "x@example.org"}],
+               "template_data": {"first_name": "X"}}
+        body = {"subject": "Hi", "template_id": 7, "tracking": True,
+                "tags": {"campaign": "spring"}, "messages": [one]}
+        status, doc = self.api("POST", "/emails/bulk", body)
+        self.assertEqual((status, doc["success"]), (200, True))
+        self.assertEqual(doc["message"], "The emails have been queued for delivery.")
+        self.assertRegex(doc["data"]["reference_ids"][0], "^[0-9a-f]{24}$")
+        self.assert400("/emails/bulk", dict(body, plain="hi"),
+                       "The template_id cannot be combined with html or plain.")
+        self.assert400("/emails/bulk", {"subject": "Hi", "messages": [one]},
+                       "Either html, plain or template_id is required.")
+        self.assert400("/emails/bulk", dict(body, subject=None), "The subject field is required.")
+        self.assert400("/emails/bulk", dict(body, tags={"k": [1]}),
+                       "The tags field must be an object with string keys and string values.")
+        bad = dict(one, reference_id="nothex")
+        self.assert400("/emails/bulk", dict(body, messages=[one, bad]),
+                       "messages.1: The reference_id must be a 24-character hexadecimal string.")
+        self.assert400("/emails/bulk", dict(body, messages=[one, dict(one, to=None)]),
+                       "messages.1: The to field is required.")
+        self.assert400("/emails/bulk", dict(body, messages=[dict(one, template_data=[1])]),
+                       "messages.0: The template_data must be an object.")
+        # A request refused as a whole accepts nothing.
+        self.assertEqual(len(self.accepted()), 1)
+
+    def test_bulk_refuse_rule(self):
+        msgs = [{"from": {"address": "s@example.com"}, "to": {"address": a},
+                 "reference_id": "%024x" % i}
+                for i, a in enumerate(["a@example.org", "Refused@Example.org", "c@example.org"])]
+        self.rule(path="/emails/bulk", refuse=["refused@example.org"])
+        status, doc = self.api("POST", "/emails/bulk",
+                               {"subject": "Hi", "plain": "x", "messages": msgs})
+        self.assertEqual(status, 200)
+        self.assertEqual(doc["data"]["reference_ids"], ["%024x" % 0, "%024x" % 2])
+        self.assertEqual(self.accepted(), {"%024x" % 0, "%024x" % 2})
+        # The rule was used up: the next request is accepted whole.
+        status, doc = self.api("POST", "/emails/bulk",
+                               {"subject": "Hi", "plain": "x", "messages": msgs})
+        self.assertEqual(len(doc["data"]["reference_ids"]), 3)
+        status, _, _ = self.raw("POST", "/_mock/rules", {"refuse": "a@example.org"})
+        self.assertEqual(status, 400)
 
     def test_scheduled_list_pagination_and_delete(self):
         refs = []
@@ -461,7 +509,7 @@ class RecordingTests(MockTestCase):
 
 class KeyTests(MockTestCase):
     def test_rate_limit_token_bucket(self):
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "rate_limit": 10, "burst": 5,
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "rate_limit": 10, "burst": 5,
                                          "retry_after": 2})
         statuses = [self.send()[0] for _ in range(8)]
         self.assertEqual(statuses[:5], [200] * 5)
@@ -472,14 +520,14 @@ class KeyTests(MockTestCase):
         self.assertEqual(json.loads(data)["success"], False)
         time.sleep(0.25)             # 10/s: two tokens come back
         self.assertEqual(self.send()[0], 200)
-        keys = self.ctl("GET", "/_mock/keys")
+        keys = self.ctl("GET", "/_mock/limits")
         self.assertEqual(len(keys), 1)
         self.assertGreaterEqual(keys[0]["limited"], 2)
         self.assertEqual(self.ctl("GET", "/_mock/stats")["by_status"]["429"],
                          keys[0]["limited"])
 
     def test_rate_limit_holds_over_a_second(self):
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "rate_limit": 20})
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "rate_limit": 20})
         ok = 0
         start = time.time()
         while time.time() - start < 1.0:
@@ -489,7 +537,7 @@ class KeyTests(MockTestCase):
         self.assertLessEqual(ok, 42)
 
     def test_rate_limit_is_per_key(self):
-        self.ctl("POST", "/_mock/keys", {"key": "other", "valid": True,
+        self.ctl("POST", "/_mock/limits", {"key": "other", "valid": True,
                                          "rate_limit": 1, "burst": 1})
         self.assertEqual(self.api("POST", "/emails", message(), key="other")[0], 200)
         self.assertEqual(self.api("POST", "/emails", message(), key="other")[0], 429)
@@ -497,26 +545,26 @@ class KeyTests(MockTestCase):
             self.assertEqual(self.send()[0], 200)
 
     def test_revoked_key(self):
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "revoked": True})
         status, doc = self.send()
         self.assertEqual((status, doc["message"]), (401, "Invalid or missing API key."))
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": False})
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "revoked": False})
         self.assertEqual(self.send()[0], 200)
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
-        self.ctl("DELETE", "/_mock/keys")
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "revoked": True})
+        self.ctl("DELETE", "/_mock/limits")
         self.assertEqual(self.send()[0], 200)
 
     def test_reset_forgets_keys(self):
-        self.ctl("POST", "/_mock/keys", {"key": KEY, "revoked": True})
+        self.ctl("POST", "/_mock/limits", {"key": KEY, "revoked": True})
         self.ctl("POST", "/_mock/reset")
-        self.assertEqual(self.ctl("GET", "/_mock/keys"), [])
+        self.assertEqual(self.ctl("GET", "/_mock/limits"), [])
         self.assertEqual(self.send()[0], 200)
 
     def test_bad_key_settings_rejected(self):
         for spec in ({}, {"key": ""}, {"key": KEY, "rate_limit": -1},
                      {"key": KEY, "burst": 0}, {"key": KEY, "revoked": "yes"},
                      {"key": KEY, "colour": "red"}):
-            status, _, data = self.raw("POST", "/_mock/keys", json.dumps(spec))
+            status, _, data = self.raw("POST", "/_mock/limits", json.dumps(spec))
             self.assertEqual(status, 400, spec)
             self.assertFalse(json.loads(data)["ok"])
 

@@ -21,11 +21,11 @@ maileroo.concurrency = 16
 maileroo.max_attempts = 3
 CONF
 $node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node, 'postgres');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub mock_key { mock_post('/_mock/keys', JSON::PP::encode_json($_[0])); }
+sub mock_key { mock_post('/_mock/limits', JSON::PP::encode_json($_[0])); }
 
 sub mock_stats { return JSON::PP::decode_json(mock_get('/_mock/stats')); }
 
@@ -86,14 +86,32 @@ sub campaign
 	return $r429;
 }
 
+my ($t0, $took);
+
 # 1. Adaptive pacing against Maileroo's limit.
 my $r429 = campaign(3000, 100, 'c100');
 cmp_ok($r429, '>', 0, 'c100: the limit was reached (the test shows pacing)');
-my $st = sql("SELECT state, pace IS NOT NULL, rate_limited_since_start > 0, waiting FROM maileroo_account_status() WHERE account = 'default'");
+my $st = sql("SELECT state, pace IS NOT NULL, rate_limited_since_start > 0, waiting FROM maileroo_account_status() WHERE account = 'mock'");
 is($st, 'sending|t|t|0', 'status: sending again, at a pace learnt from the 429s, nothing waiting');
 campaign(300, 10, 'c10');
 is(sql("SELECT max(attempts) FROM maileroo_outbox WHERE request->>'subject' LIKE 'c10 %'"), 1,
 	'c10: a 429 costs a message no attempt');
+
+# 1b. A configured ceiling below Maileroo's limit: no 429 at all, and
+#     never faster than the ceiling allows.
+sql("ALTER SERVER mock OPTIONS (ADD rate_limit '40', burst '10')");
+mock_reset();
+mock_key({ key => 'test-key', rate_limit => 50, retry_after => 1 });
+$t0 = time();
+queue(200, 'ceiling');
+ok(wait_tag('ceiling'), 'ceiling: the campaign drains');
+$took = time() - $t0;
+is(counts('ceiling'), '200/0/200', 'ceiling: all 200 delivered');
+is(mock_stats()->{by_status}{429} // 0, 0, 'ceiling: Maileroo answered no 429');
+cmp_ok($took, '>=', (200 - 10) / 40 - 0.5, sprintf('ceiling: %.1f s, no faster than 40/s with a burst of 10', $took));
+is(sql("SELECT rate_limit FROM maileroo_account_status() WHERE account = 'mock'"), 40,
+	'status: the configured ceiling');
+sql("ALTER SERVER mock OPTIONS (DROP rate_limit, DROP burst)");
 
 # 2. Priorities: a transactional message behind a 20,000-message campaign
 #    backlog on a 50/s account goes out within 2 s; the campaign keeps going.
@@ -101,12 +119,12 @@ mock_reset();
 mock_key({ key => 'test-key', rate_limit => 50, retry_after => 1 });
 queue(20000, 'bulk', 10);
 sleep(3);
-is(sql("SELECT waiting_by_priority ? '10' FROM maileroo_account_status() WHERE account = 'default'"), 't',
+is(sql("SELECT waiting_by_priority ? '10' FROM maileroo_account_status() WHERE account = 'mock'"), 't',
 	'status: the backlog shows under its priority');
-my $t0 = time();
+$t0 = time();
 my $ref = sql("SELECT maileroo_send('shop\@example.com', 'jane\@example.org', 'password reset', plain => 'hi')");
 $node->poll_query_until('postgres', "SELECT status = 'sent' FROM maileroo_outbox WHERE reference_id = '$ref'");
-my $took = time() - $t0;
+$took = time() - $t0;
 cmp_ok($took, '<=', 2, sprintf('priority: the transactional message went out %.2f s after it was queued', $took));
 my $bulk_sent = "SELECT count(*) FROM maileroo_outbox WHERE request->>'subject' LIKE 'bulk %' AND status = 'sent'";
 my $before = sql($bulk_sent);
@@ -139,14 +157,14 @@ mock_reset();
 mock_key({ key => 'test-key', revoked => JSON::PP::true });
 queue(200, 'auth');
 $node->poll_query_until('postgres',
-	"SELECT state = 'circuit open' FROM maileroo_account_status() WHERE account = 'default'")
+	"SELECT state = 'circuit open' FROM maileroo_account_status() WHERE account = 'mock'")
   or diag('the circuit did not open');
 sleep(3);
 my $requests = mock_stats()->{requests};
 cmp_ok($requests, '<=', 40, "auth: only probes once the key is refused ($requests requests for 200 messages)");
 is(sql("SELECT count(*) FROM maileroo_outbox WHERE request->>'subject' LIKE 'auth %' AND status = 'failed'"), 0,
 	'auth: nothing failed');
-like(sql("SELECT state || ': ' || last_error || ' next probe ' || (next_probe_at IS NOT NULL) FROM maileroo_account_status() WHERE account = 'default'"),
+like(sql("SELECT state || ': ' || last_error || ' next probe ' || (next_probe_at IS NOT NULL) FROM maileroo_account_status() WHERE account = 'mock'"),
 	qr/^circuit open: HTTP 401: Invalid or missing API key\. next probe true$/, 'auth: the status says why');
 like(sql("SELECT last_error FROM maileroo_outbox WHERE request->>'subject' LIKE 'auth %' AND last_http_status = 401 LIMIT 1"),
 	qr/API key/, 'auth: the waiting messages say why');
@@ -158,7 +176,7 @@ is(counts('auth'), '200/0/200', 'auth: all 200 delivered');
 is(delivered_once('auth'), 0, 'auth: each delivered once');
 is(sql("SELECT max(attempts) FROM maileroo_outbox WHERE request->>'subject' LIKE 'auth %'"), 1,
 	'auth: refused requests cost no attempt');
-is(sql("SELECT state FROM maileroo_account_status() WHERE account = 'default'"), 'sending',
+is(sql("SELECT state FROM maileroo_account_status() WHERE account = 'mock'"), 'sending',
 	'auth: the status shows sending again');
 
 # 5. Pause and resume.
@@ -169,17 +187,17 @@ queue(5, 'paused');
 sleep(2);
 is(counts('paused'), '0/0/5', 'pause: nothing is sent while paused');
 is(mock_stats()->{requests}, 0, 'pause: Maileroo saw no request');
-is(sql("SELECT state || ' ' || paused || ' ' || waiting FROM maileroo_account_status() WHERE account = 'default'"),
+is(sql("SELECT state || ' ' || paused || ' ' || waiting FROM maileroo_account_status() WHERE account = 'mock'"),
 	'paused true 5', 'pause: the status shows the account paused with 5 waiting');
 is(sql("SELECT maileroo_resume()"), 't', 'resume: true when it was paused');
 ok(wait_tag('paused'), 'resume: the paused mail goes out');
 is(counts('paused'), '5/0/5', 'resume: all 5 delivered');
 is(sql("SELECT maileroo_resume()"), 'f', 'resume: false when nothing was paused');
-sql("SELECT maileroo_pause('default')");
+sql("SELECT maileroo_pause('mock')");
 queue(2, 'onepause');
 sleep(2);
 is(counts('onepause'), '0/0/2', 'pause: one account paused by name');
-sql("SELECT maileroo_resume('default')");
+sql("SELECT maileroo_resume('mock')");
 ok(wait_tag('onepause'), 'resume: by name');
 
 # 6. Retry failed mail.
@@ -188,7 +206,7 @@ mock_rule({ path => '/emails', status => 400, times => 3, message => 'The recipi
 queue(3, 'retry');
 wait_tag('retry');
 is(counts('retry'), '0/3/3', 'retry: three messages failed on a 400');
-is(sql("SELECT maileroo_account_status.state FROM maileroo_account_status() WHERE account = 'default'"), 'sending',
+is(sql("SELECT maileroo_account_status.state FROM maileroo_account_status() WHERE account = 'mock'"), 'sending',
 	'retry: a 400 fails the message, not the account');
 my ($r1) = split /\n/, sql("SELECT reference_id FROM maileroo_outbox WHERE request->>'subject' LIKE 'retry %' ORDER BY reference_id");
 is(sql("SELECT maileroo_retry('$r1')"), 't', 'retry: one failed message by reference_id');
