@@ -288,6 +288,8 @@ parse_address_list(const char *argname, text *t, bool single)
 
 	for (p = s;; p++)
 	{
+		if (((p - s) & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
 		if (in_quotes)
 		{
 			if (*p == '\\' && p[1] != '\0')
@@ -361,6 +363,7 @@ append_address_field(StringInfo buf, const char *key, List *list,
 		appendStringInfoChar(buf, '[');
 	foreach(lc, list)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (!first)
 			appendStringInfoChar(buf, ',');
 		append_address(buf, (MailerooAddress *) lfirst(lc));
@@ -402,7 +405,8 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 	Datum	   *elems;
 	int			nelems = 0;
 	ListCell   *lc;
-	List	   *suppressed = NIL;
+	bool	   *drop;
+	int			ndropped = 0;
 
 	if (ignore || fcinfo->flinfo == NULL)
 		return;
@@ -422,10 +426,12 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		return;
 
 	elems = palloc(sizeof(Datum) * list_length(all));
+	drop = palloc0(sizeof(bool) * list_length(all));
 	foreach(lc, all)
 	{
 		MailerooAddress *a = (MailerooAddress *) lfirst(lc);
 
+		CHECK_FOR_INTERRUPTS();
 		elems[nelems++] = CStringGetTextDatum(str_tolower(a->address, strlen(a->address),
 														 DEFAULT_COLLATION_OID));
 	}
@@ -457,12 +463,16 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 			ScanKeyData key;
 			IndexScanDesc scan;
 
+			CHECK_FOR_INTERRUPTS();
 			ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, elems[k]);
 			key.sk_collation = index->rd_indcollation[0];
 			scan = mr_index_beginscan(heap, index, snap, 1, 0);
 			index_rescan(scan, &key, 1, NULL, 0);
 			if (index_getnext_slot(scan, ForwardScanDirection, slot))
-				suppressed = lappend(suppressed, TextDatumGetCString(elems[k]));
+			{
+				drop[k] = true;
+				ndropped++;
+			}
 			index_endscan(scan);
 		}
 		ExecDropSingleTupleTableSlot(slot);
@@ -471,9 +481,11 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		table_close(heap, AccessShareLock);
 	}
 
-	if (suppressed == NIL)
+	if (ndropped == 0)
 		return;
 
+	/* all is to, cc and bcc in that order: drop[] follows the same order. */
+	nelems = 0;
 	for (i = 0; i < 3; i++)
 	{
 		List	   *kept = NIL;
@@ -481,14 +493,9 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		foreach(lc, *lists[i])
 		{
 			MailerooAddress *a = (MailerooAddress *) lfirst(lc);
-			char	   *lower = str_tolower(a->address, strlen(a->address), DEFAULT_COLLATION_OID);
-			ListCell   *sc;
-			bool		drop = false;
 
-			foreach(sc, suppressed)
-				if (strcmp((char *) lfirst(sc), lower) == 0)
-					drop = true;
-			if (drop)
+			CHECK_FOR_INTERRUPTS();
+			if (drop[nelems++])
 			{
 				req->dropped = lappend(req->dropped, a->address);
 				ereport(NOTICE,
@@ -545,6 +552,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 	{
 		char	   *value;
 
+		CHECK_FOR_INTERRUPTS();
 		if (tok == WJB_KEY)
 		{
 			key = pnstrdup(v.val.string.val, v.val.string.len);
