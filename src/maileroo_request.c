@@ -160,6 +160,83 @@ trim(char *s)
 	return s;
 }
 
+/*
+ * The first character of s that may not go into a mail header, or NULL:
+ * C0 controls (CR, LF, tab, VT, FF, ...), DEL, and in UTF-8 the C1 controls
+ * (U+0080 to U+009F, NEL among them) and the line and paragraph separators
+ * U+2028 and U+2029, which some readers take for line breaks.  *len is set
+ * to the character's length in bytes.
+ */
+static const char *
+header_unsafe(const char *s, int *len)
+{
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	const unsigned char *p;
+
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		*len = 1;
+		if (*p < 0x20 || *p == 0x7f)
+			return (const char *) p;
+		if (!utf8 || *p < 0x80)
+			continue;
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+		{
+			*len = 2;
+			return (const char *) p;
+		}
+		if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+		{
+			*len = 3;
+			return (const char *) p;
+		}
+	}
+	return NULL;
+}
+
+/* A copy of s for an error message, each header_unsafe character as '?'. */
+static char *
+printable(const char *s)
+{
+	StringInfoData out;
+	const char *p = s;
+	const char *bad;
+	int			len;
+
+	initStringInfo(&out);
+	while ((bad = header_unsafe(p, &len)) != NULL)
+	{
+		appendBinaryStringInfo(&out, p, bad - p);
+		appendStringInfoChar(&out, '?');
+		p = bad + len;
+	}
+	appendStringInfoString(&out, p);
+	return out.data;
+}
+
+/*
+ * Raise 22023 when s holds a character that may not go into a mail header;
+ * what names the field ("subject", "tags value of \"k\"", ...).
+ */
+static void
+check_header_safe(const char *s, const char *what)
+{
+	int			len;
+	const char *bad = header_unsafe(s, &len);
+
+	if (bad != NULL)
+	{
+		unsigned	code = len == 1 ? (unsigned char) *bad :
+			(unsigned) utf8_to_unicode((const unsigned char *) bad);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s contains a control character", what),
+				 errdetail("Character U+%04X at position %d: a value that goes into a mail header may not contain line breaks or other control characters.",
+						   code, pg_mbstrlen_with_len(s, bad - s) + 1)));
+	}
+}
+
 /* Set while parsing a list that has several elements (for a hint). */
 static bool parsing_list = false;
 
@@ -172,7 +249,7 @@ bad_address(const char *argname, const char *item, const char *detail)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid address in %s: \"%s\"", argname, item),
+			 errmsg("invalid address in %s: \"%s\"", argname, printable(item)),
 			 errdetail_internal("%s", detail),
 			 parsing_list && strchr(item, '@') == NULL ?
 			 errhint("Addresses are separated by commas; a display name that contains a comma must be quoted, as in \"Doe, Jane\" <jane@example.com>.") : 0));
@@ -251,14 +328,12 @@ parse_address(const char *argname, char *item)
 
 	if (a->display_name != NULL)
 	{
-		const char *p;
+		int			len;
 
 		if (a->display_name[0] == '\0')
 			a->display_name = NULL;
-		else
-			for (p = a->display_name; *p; p++)
-				if ((unsigned char) *p < 0x20 || *p == 0x7f)
-					bad_address(argname, item, "A display name may not contain control characters.");
+		else if (header_unsafe(a->display_name, &len) != NULL)
+			bad_address(argname, item, "A display name may not contain line breaks or other control characters.");
 	}
 
 	problem = address_problem(a->address);
@@ -566,6 +641,8 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 						 errmsg("%s key is longer than %d characters", argname,
 								MAILEROO_MAP_KEY_MAX_CHARS),
 						 errdetail("The key begins \"%.32s\".", key)));
+			if (!is_header)
+				check_header_safe(key, psprintf("%s key", argname));
 			if (is_header)
 			{
 				const char *p;
@@ -574,7 +651,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 					if (!is_token_char((unsigned char) *p))
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("headers key \"%s\" is not a valid header name", key),
+								 errmsg("headers key \"%s\" is not a valid header name", printable(key)),
 								 errdetail("A header name may contain only letters, digits and !#$%%&'*+-.^_`|~.")));
 			}
 			continue;
@@ -606,10 +683,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s value of \"%s\" is longer than %d characters",
 							argname, key, MAILEROO_MAP_VALUE_MAX_CHARS)));
-		if (is_header && strpbrk(value, "\r\n") != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("headers value of \"%s\" contains a line break", key)));
+		check_header_safe(value, psprintf("%s value of \"%s\"", argname, key));
 
 		if (!first)
 			appendStringInfoChar(buf, ',');
@@ -625,6 +699,23 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
  * Attachments
  * ----------------------------------------------------------------
  */
+
+/*
+ * Raise 54000 when a request would be bytes long, more than Maileroo takes;
+ * what names the part that made it so.
+ */
+static void
+request_size_check(int64 bytes, const char *what)
+{
+	if (bytes > MAILEROO_REQUEST_MAX_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message is larger than the %d MB a request to Maileroo may be",
+						MAILEROO_REQUEST_MAX_BYTES / (1024 * 1024)),
+				 errdetail("With %s the request takes at least " INT64_FORMAT " bytes; the limit is %d bytes, attachments counted as base64.",
+						   what, bytes, MAILEROO_REQUEST_MAX_BYTES),
+				 errhint("Link large files from the message rather than attaching them.")));
+}
 
 static void
 append_attachments(StringInfo buf, ArrayType *arr)
@@ -657,7 +748,6 @@ append_attachments(StringInfo buf, ArrayType *arr)
 		int			srclen;
 		int			enclen;
 		char	   *enc;
-		const char *p;
 
 		if (nulls[i])
 			ereport(ERROR,
@@ -675,11 +765,7 @@ append_attachments(StringInfo buf, ArrayType *arr)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("file_name of attachment %d is empty", i + 1)));
-		for (p = file_name; *p; p++)
-			if ((unsigned char) *p < 0x20 || *p == 0x7f)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("file_name of attachment %d contains a control character", i + 1)));
+		check_header_safe(file_name, psprintf("file_name of attachment %d", i + 1));
 
 		d = GetAttributeByNum(th, ATT_CONTENT, &isnull);
 		if (isnull)
@@ -702,17 +788,16 @@ append_attachments(StringInfo buf, ArrayType *arr)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("content_type of attachment %d (%s) is not a media type", i + 1, file_name),
 						 errdetail("A media type looks like text/plain or application/pdf.")));
-			for (p = content_type; *p; p++)
-				if ((unsigned char) *p < 0x20 || *p == 0x7f)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("content_type of attachment %d (%s) contains a control character",
-									i + 1, file_name)));
+			check_header_safe(content_type,
+							  psprintf("content_type of attachment %d (%s)", i + 1, file_name));
 		}
 		d = GetAttributeByNum(th, ATT_INLINE, &isnull);
 		if (!isnull)
 			inline_ = DatumGetBool(d);
 
+		/* Checked before encoding: base64 of 512 MiB or more overflows int. */
+		request_size_check((int64) buf->len + ((int64) srclen + 2) / 3 * 4,
+						   psprintf("attachment %d (%s)", i + 1, file_name));
 		enclen = pg_b64_enc_len(srclen);
 		enc = palloc(enclen + 1);
 		enclen = mr_b64_encode(VARDATA_ANY(content), srclen, enc, enclen);
@@ -888,6 +973,7 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("subject is longer than %d characters", MAILEROO_SUBJECT_MAX_CHARS),
 				 errdetail("It has %d characters.", pg_mbstrlen(subject))));
+	check_header_safe(subject, "subject");
 
 	/* Content. */
 	if (is_template)
@@ -920,6 +1006,10 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 			html = NULL;
 		if (plain != NULL && plain[0] == '\0')
 			plain = NULL;
+		if (html != NULL)
+			request_size_check(strlen(html), "html");
+		if (plain != NULL)
+			request_size_check(strlen(plain), "plain");
 		if (html == NULL && plain == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1015,6 +1105,7 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 			escape_json(&buf, plain);
 		}
 	}
+	request_size_check((int64) buf.len + tail.len, "everything together");
 	appendBinaryStringInfo(&buf, tail.data, tail.len);
 	pfree(tail.data);
 
