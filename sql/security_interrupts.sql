@@ -2,6 +2,10 @@
 -- a statement_timeout (or a cancel) stops the work inside the loop that
 -- reads it, not after it.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 \set VERBOSITY default
 
 -- 80,000 distinct unknown top-level keys, some of them repeated (the last
@@ -56,4 +60,6 @@ SELECT status, request -> 'to' AS recipients_left
   FROM maileroo_outbox WHERE reference_id = 'd00000000000000000000001';
 ROLLBACK;
 
-DROP EXTENSION maileroo;
+SET client_min_messages = warning;
+DROP EXTENSION maileroo CASCADE;
+RESET client_min_messages;

@@ -4,6 +4,10 @@
 -- Then the superuser uses the whole SQL surface of the extension: none of
 -- the planted objects may run.  Each one raises when a superuser runs it.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 
@@ -131,9 +135,9 @@ SELECT maileroo_send_now('shop@example.com', 'frank@example.org', 'Now', plain =
 SELECT count(*) >= 0 AS listed FROM maileroo_scheduled();
 
 -- Sent mail and its events, stored through both ingest paths.
-INSERT INTO maileroo_outbox (reference_id, endpoint, request, status, attempts, next_attempt_at,
+INSERT INTO maileroo_outbox (reference_id, account, endpoint, request, status, attempts, next_attempt_at,
 							 created_at, sent_at)
-VALUES ('c00000000000000000000004', '/emails',
+VALUES ('c00000000000000000000004', 'mock', '/emails',
 		'{"from": {"address": "shop@example.com"}, "to": [{"address": "gina@example.org"}], "cc": "hal@example.org", "subject": "Old", "plain": "Hi", "tags": {"campaign": "spring"}}',
 		'sent', 1, 'infinity', now() - interval '200 days', now() - interval '200 days');
 SELECT maileroo_ingest('[
@@ -200,7 +204,7 @@ BEGIN
 END
 $$;
 RESET search_path;
+DROP EXTENSION maileroo CASCADE;
 RESET client_min_messages;
-DROP EXTENSION maileroo;
 REVOKE CREATE ON DATABASE contrib_regression FROM regress_planter;
 DROP ROLE regress_planter;

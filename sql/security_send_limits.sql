@@ -3,6 +3,10 @@
 -- request larger than the limit, and a caller-chosen reference_id that was
 -- used before (answered the same way whoever used it).
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 \set VERBOSITY default
 
 -- Control characters wherever Maileroo puts the value into a header.
@@ -70,8 +74,9 @@ ROLLBACK;
 -- whether the message is the caller's or another role's it cannot see.
 CREATE ROLE regress_limits_a;
 CREATE ROLE regress_limits_b;
-GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean)
+GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text)
 	TO regress_limits_a, regress_limits_b;
+GRANT USAGE ON FOREIGN SERVER mock TO regress_limits_a, regress_limits_b;
 GRANT SELECT ON maileroo_outbox TO regress_limits_a, regress_limits_b;
 BEGIN;
 SET LOCAL ROLE regress_limits_a;
@@ -87,7 +92,9 @@ SELECT count(*) AS b_sees FROM maileroo_outbox WHERE reference_id = 'f0000000000
 SELECT maileroo_send('shop@example.com', 'jane@example.org', 'Yours?', plain => 'x',
 					 reference_id => 'f00000000000000000000002');
 ROLLBACK;
-REVOKE ALL ON maileroo_outbox FROM regress_limits_a, regress_limits_b;
-DROP EXTENSION maileroo;
+
+SET client_min_messages = warning;
+DROP EXTENSION maileroo CASCADE;
+RESET client_min_messages;
 DROP ROLE regress_limits_a;
 DROP ROLE regress_limits_b;
