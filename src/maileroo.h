@@ -53,4 +53,7 @@ extern void maileroo_worker_init(void);
 /* maileroo_worker.c: wake (or start) this database's worker at commit */
 extern void maileroo_outbox_wake_at_commit(void);
 
+/* maileroo_citus.c: is this a Citus worker node (no delivery here)? */
+extern bool maileroo_citus_worker_node(void);
+
 #endif							/* MAILEROO_H */

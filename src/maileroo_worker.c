@@ -51,6 +51,9 @@
  * the worker holds no lock between its short transactions, looks the
  * extension up again in each of them, and sleeps while it is absent.
  *
+ * Citus: on a worker node (maileroo_citus.c) the worker leaves for good and
+ * maileroo_send refuses to queue; mail goes out from the coordinator only.
+ *
  * src/maileroo_worker.c
  *
  *-------------------------------------------------------------------------
@@ -403,6 +406,13 @@ maileroo_outbox_wake_at_commit(void)
 	if (mr_xact_queued)
 		return;
 
+	if (maileroo_citus_worker_node())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("mail cannot be queued on a Citus worker node"),
+				 errdetail("The outbox and its delivery worker live on the coordinator; mail queued here would never be sent."),
+				 errhint("Call maileroo_send on the coordinator.")));
+
 	if (!mr_xact_callback_registered)
 	{
 		/* Known now, for a worker started where catalogs cannot be read. */
@@ -477,6 +487,9 @@ static SPIPlanPtr mr_plan_record;
 static SPIPlanPtr mr_plan_orphans;
 static SPIPlanPtr mr_plan_next_due;
 
+/* Set when the database turns out to be on a Citus worker node. */
+static bool mr_citus_worker = false;
+
 static void
 mr_forget_plans(void)
 {
@@ -531,6 +544,13 @@ mr_ensure_plans(void)
 	if (!OidIsValid(ext))
 	{
 		mr_forget_plans();
+		return false;
+	}
+	if (maileroo_citus_worker_node())
+	{
+		/* Mail is delivered from the coordinator only. */
+		mr_forget_plans();
+		mr_citus_worker = true;
 		return false;
 	}
 	if (ext == mr_plan_ext && mr_plan_claim != NULL)
@@ -1312,6 +1332,14 @@ maileroo_worker_main(Datum main_arg)
 				want_claim = true;
 			}
 
+			if (ok && mr_citus_worker)
+			{
+				ereport(LOG,
+						(errmsg("maileroo delivery worker leaves database \"%s\", which is on a Citus worker node",
+								mr_dbname),
+						 errdetail("Mail is queued and delivered on the coordinator.")));
+				break;
+			}
 			if (ok)
 			{
 				record_failures = 0;
@@ -1405,9 +1433,9 @@ maileroo_worker_main(Datum main_arg)
 	/*
 	 * Exit code 1 has the postmaster start the static worker again after
 	 * bgw_restart_time (say after pg_terminate_backend); 0 unregisters a
-	 * dynamic one for good.
+	 * dynamic one, and any worker on a Citus worker node, for good.
 	 */
-	proc_exit(mr_dynamic ? 0 : 1);
+	proc_exit(mr_dynamic || mr_citus_worker ? 0 : 1);
 }
 
 /* ----------------------------------------------------------------------
