@@ -12,6 +12,11 @@ OBJS = \
 	src/maileroo_outbox.o \
 	src/maileroo_request.o \
 	src/maileroo_send.o \
+	src/maileroo_queue.o \
+	src/maileroo_scheduler.o \
+	src/maileroo_status.o \
+	src/maileroo_transfer.o \
+	src/maileroo_wakeup.o \
 	src/maileroo_worker.o
 
 # One install script, assembled from the topic files under sql/install/.

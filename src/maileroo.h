@@ -47,10 +47,10 @@ extern int	maileroo_max_attempts;
 extern int	maileroo_concurrency;
 extern char *maileroo_database_name;
 
-/* maileroo_worker.c: background worker registration, called by _PG_init */
+/* maileroo_wakeup.c: background worker registration, called by _PG_init */
 extern void maileroo_worker_init(void);
 
-/* maileroo_worker.c: wake (or start) this database's worker at commit */
+/* maileroo_wakeup.c: wake (or start) this database's worker at commit */
 extern void maileroo_outbox_wake_at_commit(void);
 
 /* maileroo_citus.c: is this a Citus worker node (no delivery here)? */

@@ -2,7 +2,7 @@
  *
  * maileroo_http.h
  *		The Maileroo HTTP client shared by synchronous sends (maileroo_http.c)
- *		and the delivery worker (maileroo_worker.c).
+ *		and the delivery worker (maileroo_transfer.c).
  *
  * Both paths configure their curl easy handles the same way and judge
  * Maileroo's answers the same way; only the driving loop differs (a single

@@ -15,7 +15,7 @@
  * the caller controls only the values.
  *
  * After the row is written, maileroo_outbox_wake_at_commit() (in
- * maileroo_worker.c) arranges for the delivery worker to be woken when the
+ * maileroo_wakeup.c) arranges for the delivery worker to be woken when the
  * transaction commits.  A rolled-back transaction leaves no row behind and
  * wakes nobody.
  *

@@ -45,6 +45,28 @@ mr_install_deps() {
 	PG_BINDIR=$($PG_CONFIG --bindir)
 }
 
+# Node.js (18 or later) and npm, for the example webhook receiver under
+# examples/.  Installs Debian's packages when either is missing; returns
+# non-zero, leaving the reason in MR_NODE_MISSING, when none can be had (the
+# callers then skip what needs them).
+mr_install_node() {
+	local pkgs=() major
+	command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+	command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+	if [ ${#pkgs[@]} -gt 0 ]; then
+		(mr_apt_install "${pkgs[@]}") || true
+	fi
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		MR_NODE_MISSING="node and npm are not installed and could not be installed"
+		return 1
+	fi
+	major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+	if [ "${major:-0}" -lt 18 ]; then
+		MR_NODE_MISSING="node $(node --version 2>/dev/null) is older than 18"
+		return 1
+	fi
+}
+
 # A user that may run the server: initdb refuses root.
 mr_runas_setup() {
 	if [ "$(id -u)" -eq 0 ]; then

@@ -12,6 +12,8 @@ webhook events for the mail it accepted.  Python 3 standard library only.
 Usage:
     maileroo_mock.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
                      [--api-key test-key] [--webhook-secret whsec-test]
+                     [--webhook-url URL] [--webhook-attempts 6]
+                     [--webhook-backoff 0.5] [--webhook-concurrency 4]
                      [--log PATH] [--verbose]
 
     --host            address to listen on; only loopback addresses are allowed
@@ -19,7 +21,13 @@ Usage:
     --port-file       once listening, write the port number there (atomically)
     --api-key         the key clients must send (Authorization: Bearer KEY or
                       X-Api-Key: KEY)
-    --webhook-secret  default secret used to sign /_mock/webhooks events
+    --webhook-secret  the secret webhook events are signed with
+    --webhook-url     where to POST the webhook events of accepted mail, as
+                      Maileroo does (default: nowhere; see /_mock/webhook)
+    --webhook-attempts  deliveries tried per event before giving up
+    --webhook-backoff   seconds before the first retry; doubles each time,
+                        at most 30 s
+    --webhook-concurrency  events in flight at once
     --log             append one JSON line per recorded API request
     --verbose         log each request to stderr
 
@@ -42,6 +50,26 @@ Control API (no authentication, plain JSON):
     GET    /_mock/scheduled           the scheduled mail held in memory
     POST   /_mock/reset               rules, requests, scheduled mail, stats
     GET    /_mock/webhooks[?secret=S] signed webhook events for accepted mail
+    GET    /_mock/webhook             where events are delivered, and counts:
+                                      {"url", "max_attempts", "backoff",
+                                       "queued", "delivered", "gave_up",
+                                       "attempts"}
+    POST   /_mock/webhook             change that: {"url": URL or null,
+                                       "secret", "max_attempts", "backoff"}
+    GET    /_mock/deliveries[?since=SEQ]  every delivery attempt:
+                                      {"seq", "time", "event_id",
+                                       "event_type", "message_reference_id",
+                                       "attempt", "status", "error", "outcome"}
+
+Webhook delivery: once a message is accepted (not scheduled), each of its
+events (see webhook_events: delivered, opened twice and clicked; a failed
+bounce with a 5xx reason for a recipient whose local part starts with
+"bounce"; complained for "complain...") is POSTed on its own, signed with
+X-Maileroo-Signature (lowercase hex HMAC-SHA256 of the raw body), by
+background threads, so the send path never waits for the receiver.  A non-2xx
+answer or a network error is retried with exponential backoff, up to
+max_attempts deliveries; the outcome of each attempt is "delivered", "retry"
+or "gave_up".
 
 A rule (matched in the order added, against API requests only):
     {"path": "/api/v2/emails" | "/api/v2/emails*" (a trailing * is a prefix;
@@ -65,7 +93,9 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import heapq
 import hmac
+import http.client
 import ipaddress
 import json
 import math
@@ -98,6 +128,10 @@ REF_RE = re.compile(r"^[0-9a-fA-F]{24}$")
 RFC3339_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?"
     r"([Zz]|[+-]\d{2}:\d{2})$")
+
+WEBHOOK_TIMEOUT = 10
+WEBHOOK_MAX_BACKOFF = 30.0
+WEBHOOK_USER_AGENT = "maileroo-mock-webhooks/1.0"
 
 MODES = ("hang", "drop", "malformed", "nonjson", "success_false", "ok")
 MALFORMED_BODY = b'{"success":true,"data":{"refer'
@@ -455,11 +489,14 @@ def rule_matches(rule, method, path):
 # ------------------------------------------------------------------ state
 
 class State:
-    def __init__(self, api_key, webhook_secret, log_path):
+    def __init__(self, api_key, webhook_secret, log_path, webhook_url=None,
+                 webhook_attempts=6, webhook_backoff=0.5, webhook_concurrency=4):
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.sender = WebhookSender(webhook_url, webhook_secret, webhook_attempts,
+                                    webhook_backoff, webhook_concurrency, self.stop)
         self.log_file = open(log_path, "a", encoding="utf-8") if log_path else None
         self.log_lock = threading.Lock()
         self.generation = 0
@@ -487,6 +524,7 @@ class State:
             self.rules = []
             self.scheduled = {}
             self._clear_requests()
+        self.sender.reset()
 
     # connections and recording
     def record(self, handler, method, path, headers, body, parsed):
@@ -580,10 +618,11 @@ class State:
                              "scheduled_at": rfc3339(msg["scheduled_at"]),
                              "tags": msg["tags"], "headers": msg["headers"]}}
             elif msg["reference_id"] not in self.sent:
-                self.sent[msg["reference_id"]] = {
+                sent = self.sent[msg["reference_id"]] = {
                     "reference_id": msg["reference_id"],
                     "recipients": msg["recipients"], "tags": msg["tags"],
                     "accepted_at": int(time.time())}
+                self.sender.enqueue(webhook_events(sent))
 
     def list_scheduled(self, domain=None):
         with self.lock:
@@ -599,12 +638,10 @@ class State:
         with self.lock:
             msgs = [dict(m) for m in self.sent.values()]
         out = []
-        key = secret.encode("utf-8")
         for m in msgs:
             for ev in webhook_events(m):
-                body = json.dumps(ev, sort_keys=True, separators=(",", ":"))
-                sig = hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
-                out.append({"body": body, "signature": sig})
+                body = event_body(ev)
+                out.append({"body": body.decode("utf-8"), "signature": sign(secret, body)})
         return out
 
 
@@ -644,6 +681,200 @@ def webhook_events(msg):
         add("clicked", 120 + i, {"ip": ip, "original_url": CLICK_URL,
                                  "user_agent": UA_DESKTOP})
     return events
+
+
+def sign(secret, body):
+    return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def event_body(ev):
+    return json.dumps(ev, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def check_webhook_url(url):
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise BadRule("url must be a string or null")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRule("url must be an http:// or https:// URL")
+    return url
+
+
+class WebhookSender:
+    """Delivers webhook events to a URL the way Maileroo does.
+
+    enqueue() only pushes onto a heap ordered by due time, so the API thread
+    that accepted the mail never waits; a few daemon threads take events
+    whose time has come, sign and POST them one per request over kept-alive
+    connections, and put a failed one back with a doubled delay until
+    max_attempts deliveries have been tried.  reset() drops what is queued
+    (a generation number makes in-flight events of the old one vanish).
+    """
+
+    def __init__(self, url, secret, max_attempts, backoff, concurrency, stop):
+        self.defaults = (url, secret, max_attempts, backoff)
+        self.url, self.secret, self.max_attempts, self.backoff = self.defaults
+        self.concurrency = max(1, concurrency)
+        self.stop = stop
+        self.cond = threading.Condition()
+        self.threads = []
+        self.seq = 0
+        self._clear()
+
+    def _clear(self):
+        self.generation = getattr(self, "generation", 0) + 1
+        self.heap = []
+        self.in_flight = 0
+        self.log = []
+        self.log_seq = 0
+        self.counts = {"delivered": 0, "gave_up": 0, "attempts": 0}
+
+    def reset(self):
+        with self.cond:
+            self._clear()
+            self.url, self.secret, self.max_attempts, self.backoff = self.defaults
+            self.cond.notify_all()
+
+    def configure(self, spec):
+        if not isinstance(spec, dict):
+            raise BadRule("the body must be a JSON object")
+        unknown = set(spec) - {"url", "secret", "max_attempts", "backoff"}
+        if unknown:
+            raise BadRule("unknown keys: %s" % ", ".join(sorted(unknown)))
+        url = check_webhook_url(spec["url"]) if "url" in spec else self.url
+        secret = spec.get("secret", self.secret)
+        if not isinstance(secret, str):
+            raise BadRule("secret must be a string")
+        attempts = spec.get("max_attempts", self.max_attempts)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise BadRule("max_attempts must be a positive integer")
+        backoff = spec.get("backoff", self.backoff)
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+            raise BadRule("backoff must be a non-negative number of seconds")
+        with self.cond:
+            self.url, self.secret = url, secret
+            self.max_attempts, self.backoff = attempts, float(backoff)
+        return self.status()
+
+    def status(self):
+        with self.cond:
+            return {"url": self.url, "max_attempts": self.max_attempts,
+                    "backoff": self.backoff, "concurrency": self.concurrency,
+                    "queued": len(self.heap) + self.in_flight, **self.counts}
+
+    def deliveries(self, since):
+        with self.cond:
+            return [dict(r) for r in self.log if r["seq"] > since]
+
+    def enqueue(self, events):
+        """Queue the events of one accepted message (called under State.lock)."""
+        with self.cond:
+            if self.url is None:
+                return
+            if not self.threads:
+                for i in range(self.concurrency):
+                    t = threading.Thread(target=self._run, name="webhook-%d" % i, daemon=True)
+                    t.start()
+                    self.threads.append(t)
+            now = time.monotonic()
+            for ev in events:
+                self.seq += 1
+                item = {"event": ev, "attempt": 0, "generation": self.generation}
+                heapq.heappush(self.heap, (now, self.seq, item))
+            self.cond.notify_all()
+
+    def _take(self):
+        with self.cond:
+            while not self.stop.is_set():
+                if self.heap:
+                    wait = self.heap[0][0] - time.monotonic()
+                    if wait <= 0:
+                        _, _, item = heapq.heappop(self.heap)
+                        if item["generation"] != self.generation:
+                            continue
+                        self.in_flight += 1
+                        return item, self.url, self.secret
+                else:
+                    wait = 0.5
+                self.cond.wait(min(wait, 0.5))
+        return None, None, None
+
+    def _run(self):
+        conns = {}
+        while True:
+            item, url, secret = self._take()
+            if item is None:
+                break
+            try:
+                status, error = self._post(conns, url, secret, item["event"])
+            except Exception as e:  # never let one event kill the thread
+                status, error = 0, "%s: %s" % (type(e).__name__, e)
+            self._done(item, status, error)
+        for c in conns.values():
+            c.close()
+
+    def _post(self, conns, url, secret, ev):
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port)
+        body = event_body(ev)
+        headers = {"Content-Type": "application/json", "User-Agent": WEBHOOK_USER_AGENT,
+                   "X-Maileroo-Signature": sign(secret, body)}
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        for retry in (0, 1):
+            c = conns.get(key)
+            fresh = c is None
+            if fresh:
+                cls = http.client.HTTPSConnection if parts.scheme == "https" \
+                    else http.client.HTTPConnection
+                c = conns[key] = cls(parts.hostname, parts.port, timeout=WEBHOOK_TIMEOUT)
+            try:
+                c.request("POST", target, body=body, headers=headers)
+                r = c.getresponse()
+                r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    c.close()
+                    conns.pop(key, None)
+                return r.status, None
+            except (OSError, http.client.HTTPException) as e:
+                c.close()
+                conns.pop(key, None)
+                # A kept-alive connection the receiver closed: try a new one
+                # at once, as HTTP clients do, without using up an attempt.
+                if fresh or retry:
+                    return 0, "%s: %s" % (type(e).__name__, e)
+        return 0, "unreachable"
+
+    def _done(self, item, status, error):
+        ev = item["event"]
+        with self.cond:
+            if item["generation"] != self.generation:
+                return  # reset() while it was in flight
+            self.in_flight -= 1
+            item["attempt"] += 1
+            self.counts["attempts"] += 1
+            if 200 <= status < 300:
+                outcome = "delivered"
+            elif item["attempt"] >= self.max_attempts:
+                outcome = "gave_up"
+            else:
+                outcome = "retry"
+            if outcome != "retry":
+                self.counts[outcome] += 1
+            self.log_seq += 1
+            self.log.append({"seq": self.log_seq, "time": time.time(),
+                             "event_id": ev["event_id"], "event_type": ev["event_type"],
+                             "message_reference_id": ev["message_reference_id"],
+                             "attempt": item["attempt"], "status": status,
+                             "error": error, "outcome": outcome})
+            if outcome == "retry":
+                delay = min(WEBHOOK_MAX_BACKOFF, self.backoff * 2 ** (item["attempt"] - 1))
+                self.seq += 1
+                heapq.heappush(self.heap, (time.monotonic() + delay, self.seq, item))
+            self.cond.notify_all()
 
 
 # ---------------------------------------------------------------- handler
@@ -992,6 +1223,16 @@ class Handler(BaseHTTPRequestHandler):
             if what == "/webhooks" and method == "GET":
                 secret = (q.get("secret") or [st.webhook_secret])[-1]
                 return self.send(200, st.webhooks(secret))
+            if what == "/webhook" and method == "GET":
+                return self.send(200, st.sender.status())
+            if what == "/webhook" and method == "POST":
+                try:
+                    spec = json.loads(raw)
+                except ValueError:
+                    raise BadRule("the body must be a JSON object")
+                return self.send(200, st.sender.configure(spec))
+            if what == "/deliveries" and method == "GET":
+                return self.send(200, st.sender.deliveries(qint("since") or 0))
         except BadRule as e:
             return self.send(400, {"ok": False, "error": str(e)})
         except ValueError as e:
@@ -1057,6 +1298,10 @@ def main(argv=None):
     ap.add_argument("--port-file")
     ap.add_argument("--api-key", default="test-key")
     ap.add_argument("--webhook-secret", default="whsec-test")
+    ap.add_argument("--webhook-url")
+    ap.add_argument("--webhook-attempts", type=int, default=6)
+    ap.add_argument("--webhook-backoff", type=float, default=0.5)
+    ap.add_argument("--webhook-concurrency", type=int, default=4)
     ap.add_argument("--log")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
@@ -1073,7 +1318,17 @@ def main(argv=None):
     cls = Server
     if ":" in host:
         cls = type("Server6", (Server,), {"address_family": socket.AF_INET6})
-    state = State(args.api_key, args.webhook_secret, args.log)
+    try:
+        check_webhook_url(args.webhook_url)
+    except BadRule as e:
+        print("maileroo_mock: --webhook-url: %s" % e, file=sys.stderr)
+        return 2
+    if args.webhook_attempts < 1 or args.webhook_backoff < 0 or args.webhook_concurrency < 1:
+        print("maileroo_mock: --webhook-attempts and --webhook-concurrency must be "
+              "positive, --webhook-backoff not negative", file=sys.stderr)
+        return 2
+    state = State(args.api_key, args.webhook_secret, args.log, args.webhook_url,
+                  args.webhook_attempts, args.webhook_backoff, args.webhook_concurrency)
     try:
         server = cls((host, args.port), Handler)
     except OSError as e:

@@ -27,11 +27,13 @@ import tempfile
 import threading
 import time
 import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MOCK = os.path.join(HERE, "maileroo_mock.py")
 KEY = "test-key"
 SECRET = "whsec-test"
+BOUNCE = "550 5.1.1 The email account that you tried to reach does not exist."
 
 
 def start_mock(workdir, *extra):
@@ -502,6 +504,211 @@ class WebhookTests(MockTestCase):
                          hmac.new(b"s2", other[0]["body"].encode(), hashlib.sha256).hexdigest())
 
 
+class Receiver:
+    """A webhook endpoint for the tests: records every POST, answers with
+    answer(event_id, nth delivery of it) (default 200), and can be told to
+    hold every request until release()."""
+
+    def __init__(self, answer=None, hold=False):
+        self.answer = answer or (lambda event_id, n: 200)
+        self.lock = threading.Lock()
+        self.got = []
+        self.seen = {}
+        self.held = 0
+        self.gate = threading.Event()
+        if not hold:
+            self.gate.set()
+        receiver = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    event_id = json.loads(raw)["event_id"]
+                except (ValueError, KeyError, TypeError):
+                    event_id = None
+                with receiver.lock:
+                    n = receiver.seen[event_id] = receiver.seen.get(event_id, 0) + 1
+                    receiver.got.append({"path": self.path, "headers": dict(self.headers),
+                                         "body": raw, "time": time.monotonic()})
+                    receiver.held += 1
+                receiver.gate.wait(30)
+                with receiver.lock:
+                    receiver.held -= 1
+                status = receiver.answer(event_id, n)
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/hooks/maileroo?src=mock" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def release(self):
+        self.gate.set()
+
+    def close(self):
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class WebhookDeliveryTests(MockTestCase):
+    def setUp(self):
+        super().setUp()
+        self.receivers = []
+
+    def tearDown(self):
+        for r in self.receivers:
+            r.close()
+
+    def receiver(self, **kw):
+        r = Receiver(**kw)
+        self.receivers.append(r)
+        return r
+
+    def target(self, **spec):
+        return self.ctl("POST", "/_mock/webhook", spec)
+
+    def settle(self, timeout=20):
+        deadline = time.time() + timeout
+        while True:
+            st = self.ctl("GET", "/_mock/webhook")
+            if st["queued"] == 0 or time.time() > deadline:
+                return st
+            time.sleep(0.05)
+
+    def test_events_posted_one_per_request_signed(self):
+        r = self.receiver()
+        st = self.target(url=r.url)
+        self.assertEqual((st["url"], st["max_attempts"], st["queued"]), (r.url, 6, 0))
+        ref = "0123456789abcdef01234567"
+        self.send(to=[{"address": "Bounce.Bob@example.org"}, {"address": "carol@example.org"}],
+                  reference_id=ref, tags={"plan": "pro"})
+        self.send(scheduled_at=future(hours=3))  # scheduled: nothing happens yet
+        st = self.settle()
+        expected = self.ctl("GET", "/_mock/webhooks")
+        self.assertEqual(len(expected), 5)  # failed; delivered, opened x2, clicked
+        self.assertEqual((st["queued"], st["delivered"], st["gave_up"], st["attempts"]),
+                         (0, 5, 0, 5))
+        self.assertEqual(sorted(g["body"].decode() for g in r.got),
+                         sorted(e["body"] for e in expected))
+        for g in r.got:
+            self.assertEqual(g["path"], "/hooks/maileroo?src=mock")
+            self.assertEqual(g["headers"]["Content-Type"], "application/json")
+            want = hmac.new(SECRET.encode(), g["body"], hashlib.sha256).hexdigest()
+            self.assertEqual(g["headers"]["X-Maileroo-Signature"], want)
+            ev = json.loads(g["body"])
+            self.assertIsInstance(ev, dict)  # one event per request, not a list
+            self.assertEqual(ev["message_reference_id"], ref)
+        events = {json.loads(g["body"])["event_type"]: json.loads(g["body"]) for g in r.got}
+        self.assertEqual(set(events), {"failed", "delivered", "opened", "clicked"})
+        self.assertEqual(events["failed"]["event_data"],
+                         {"to": "Bounce.Bob@example.org", "reason": BOUNCE})
+        self.assertEqual(events["delivered"]["event_data"], {"to": "carol@example.org"})
+        log = self.ctl("GET", "/_mock/deliveries")
+        self.assertEqual([(d["attempt"], d["status"], d["outcome"]) for d in log],
+                         [(1, 200, "delivered")] * 5)
+        self.assertEqual(self.ctl("GET", "/_mock/deliveries?since=%d" % log[2]["seq"]), log[3:])
+        # The same reference_id accepted again (a client's retry) posts nothing new.
+        self.send(reference_id=ref)
+        self.assertEqual(self.settle()["attempts"], 5)
+
+    def test_retries_with_backoff_until_2xx(self):
+        r = self.receiver(answer=lambda event_id, n: 503 if n <= 2 else 204)
+        self.target(url=r.url, backoff=0.2)
+        self.send(to=[{"address": "bounce@example.org"}])
+        st = self.settle()
+        self.assertEqual((st["delivered"], st["gave_up"], st["attempts"]), (1, 0, 3))
+        log = self.ctl("GET", "/_mock/deliveries")
+        self.assertEqual([(d["attempt"], d["status"], d["outcome"]) for d in log],
+                         [(1, 503, "retry"), (2, 503, "retry"), (3, 204, "delivered")])
+        self.assertEqual(len({g["body"] for g in r.got}), 1)  # the same bytes each time
+        t = [g["time"] for g in r.got]
+        self.assertGreaterEqual(t[1] - t[0], 0.2)
+        self.assertGreaterEqual(t[2] - t[1], 0.4)  # doubled
+
+    def test_gives_up_after_max_attempts(self):
+        r = self.receiver(answer=lambda event_id, n: 500)
+        self.target(url=r.url, backoff=0.01, max_attempts=3)
+        self.send(to=[{"address": "bounce@example.org"}, {"address": "bounce2@example.org"}])
+        st = self.settle()
+        self.assertEqual((st["delivered"], st["gave_up"], st["attempts"]), (0, 2, 6))
+        self.assertEqual(len(r.got), 6)
+        outcomes = sorted((d["event_id"], d["attempt"], d["outcome"])
+                          for d in self.ctl("GET", "/_mock/deliveries"))
+        self.assertEqual([o[1:] for o in outcomes],
+                         [(1, "retry"), (2, "retry"), (3, "gave_up")] * 2)
+
+    def test_unreachable_receiver(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        self.target(url="http://127.0.0.1:%d/" % port, backoff=0.01, max_attempts=2)
+        self.send(to=[{"address": "bounce@example.org"}])
+        st = self.settle()
+        self.assertEqual((st["gave_up"], st["attempts"]), (1, 2))
+        d = self.ctl("GET", "/_mock/deliveries")[-1]
+        self.assertEqual((d["status"], d["outcome"]), (0, "gave_up"))
+        self.assertIn("Connection", d["error"])
+
+    def test_send_path_does_not_wait_for_the_receiver(self):
+        r = self.receiver(hold=True)
+        self.target(url=r.url)
+        for i in range(5):
+            status, doc = self.send(to=[{"address": "user%d@example.org" % i}])
+            self.assertEqual((status, doc["success"]), (200, True))
+        # Every send was answered while the receiver held every delivery:
+        # at most --webhook-concurrency (4) of them are waiting on it.
+        with r.lock:
+            self.assertLessEqual(r.held, 4)
+            self.assertEqual(len(r.got), r.held)
+        self.assertEqual(self.ctl("GET", "/_mock/webhook")["queued"], 20)
+        r.release()
+        st = self.settle()
+        self.assertEqual((st["delivered"], st["queued"]), (20, 0))
+
+    def test_reset_and_off(self):
+        r = self.receiver(hold=True)
+        self.target(url=r.url)
+        self.send()
+        self.ctl("POST", "/_mock/reset")
+        r.release()
+        st = self.settle()
+        self.assertEqual((st["url"], st["queued"], st["delivered"], st["attempts"]),
+                         (None, 0, 0, 0))  # reset: back to the command line's (none)
+        self.assertEqual(self.ctl("GET", "/_mock/deliveries"), [])
+        n = len(r.got)
+        self.send()
+        time.sleep(0.3)
+        self.assertEqual(len(r.got), n)  # no URL: nothing is posted
+
+    def test_bad_configuration(self):
+        for spec, msg in [({"url": "ftp://x/"}, "http"), ({"url": 5}, "string"),
+                          ({"max_attempts": 0}, "max_attempts"), ({"backoff": -1}, "backoff"),
+                          ({"secret": None}, "secret"), ({"bogus": 1}, "unknown")]:
+            status, _, data = self.raw("POST", "/_mock/webhook", spec)
+            self.assertEqual(status, 400, spec)
+            self.assertIn(msg, json.loads(data)["error"])
+
+    def test_other_secret(self):
+        r = self.receiver()
+        self.target(url=r.url, secret="s3")
+        self.send()
+        self.settle()
+        g = r.got[0]
+        self.assertEqual(g["headers"]["X-Maileroo-Signature"],
+                         hmac.new(b"s3", g["body"], hashlib.sha256).hexdigest())
+
+
 class ProcessTests(unittest.TestCase):
     def test_refuses_non_loopback(self):
         p = subprocess.run([sys.executable, MOCK, "--host", "0.0.0.0", "--port", "0"],
@@ -530,6 +737,34 @@ class ProcessTests(unittest.TestCase):
                 out, err = proc.communicate()
             self.assertEqual(err, b"")  # quiet: no per-request logging
             self.assertIn(b"listening on http://127.0.0.1:%d/api/v2" % port, out)
+
+
+    def test_webhook_url_on_the_command_line(self):
+        r = Receiver()
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, port, _ = start_mock(tmp, "--webhook-url", r.url, "--webhook-secret", "cli")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("POST", "/api/v2/emails", json.dumps(message()),
+                          {"Authorization": "Bearer test-key"})
+                self.assertEqual(c.getresponse().status, 200)
+                deadline = time.time() + 20
+                while len(r.got) < 4 and time.time() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(len(r.got), 4)
+                g = r.got[0]
+                self.assertEqual(g["headers"]["X-Maileroo-Signature"],
+                                 hmac.new(b"cli", g["body"], hashlib.sha256).hexdigest())
+                c.close()
+            finally:
+                r.close()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(5)
+                proc.communicate()
+        p = subprocess.run([sys.executable, MOCK, "--port", "0", "--webhook-url", "nope"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--webhook-url", p.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,266 @@
+/*-------------------------------------------------------------------------
+ *
+ * maileroo_wakeup.c
+ *		The backend side of delivery: register the static worker, find the
+ *		worker serving this database, wake it at commit, or start one.
+ *
+ * One worker serves one database.  When the library is preloaded, a static
+ * worker is registered for maileroo.database_name; for any other database,
+ * and on a server that does not preload the library at all, a dynamic
+ * worker is started on demand by the first maileroo_send of a transaction
+ * that finds no worker serving its database.
+ *
+ * A worker holds a session-level advisory lock (classid MR_LOCK_KEY1, objid
+ * MR_LOCK_KEY2, objsubid 2) in its database, which lets a backend find it
+ * without shared memory (by pg_locks); with shared memory the slot of the
+ * database names it directly (maileroo_status.c).
+ *
+ * Wakeup: maileroo_send marks the transaction; at XACT_EVENT_COMMIT the
+ * backend sets the worker's process latch (or starts a worker when the one
+ * it found has gone).  Nothing is signalled on rollback, and the rows of a
+ * rolled-back transaction never become visible, so nothing is sent.
+ *
+ * src/maileroo_wakeup.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "maileroo_worker.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "utils/memutils.h"
+
+/* Per transaction: what to do at commit. */
+static bool mr_xact_queued = false;
+static pid_t mr_xact_worker_pid = 0;
+static BackgroundWorkerHandle *mr_xact_handle = NULL;
+static bool mr_xact_callback_registered = false;
+
+/* Per backend: the worker last seen serving this database, and its name. */
+static pid_t mr_cached_worker_pid = 0;
+static char mr_backend_dbname[NAMEDATALEN];
+
+/* Fill in what every maileroo worker has in common. */
+void
+mr_worker_template(BackgroundWorker *bgw, Oid dboid)
+{
+	memset(bgw, 0, sizeof(*bgw));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(bgw->bgw_library_name, BGW_MAXLEN, "maileroo");
+	snprintf(bgw->bgw_function_name, BGW_MAXLEN, "maileroo_worker_main");
+	snprintf(bgw->bgw_type, BGW_MAXLEN, MR_WORKER_TYPE);
+	bgw->bgw_main_arg = ObjectIdGetDatum(dboid);
+}
+
+/*
+ * Called by _PG_init.  When preloaded: request shared memory and register
+ * the static worker for maileroo.database_name, restarted MR_RESTART_SECONDS
+ * after it exits (at once after a crash).
+ */
+void
+maileroo_worker_init(void)
+{
+	BackgroundWorker bgw;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	mr_status_shmem_init();
+
+	mr_worker_template(&bgw, InvalidOid);
+	bgw.bgw_restart_time = MR_RESTART_SECONDS;
+	snprintf(bgw.bgw_name, BGW_MAXLEN, MR_WORKER_TYPE " for database %s",
+			 maileroo_database_name);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Is pid a live process connected to this database? */
+bool
+mr_pid_serves_here(pid_t pid)
+{
+	PGPROC	   *proc;
+
+	if (pid == 0)
+		return false;
+	proc = BackendPidGetProc(pid);
+	return proc != NULL && proc->databaseId == MyDatabaseId;
+}
+
+void
+mr_set_latch_of(pid_t pid)
+{
+	PGPROC	   *proc = BackendPidGetProc(pid);
+
+	if (proc != NULL)
+		SetLatch(&proc->procLatch);
+}
+
+/*
+ * The pid of the worker serving this database, or 0.  Shared memory first,
+ * then this backend's cache, then pg_locks (which needs a transaction: the
+ * caller is inside one).
+ */
+pid_t
+mr_find_worker(void)
+{
+	pid_t		pid;
+	int			ret;
+	char		sql[256];
+
+	pid = mr_status_worker_pid(MyDatabaseId);
+	if (mr_pid_serves_here(pid))
+		return pid;
+	if (mr_pid_serves_here(mr_cached_worker_pid))
+		return mr_cached_worker_pid;
+
+	mr_cached_worker_pid = 0;
+	snprintf(sql, sizeof(sql),
+			 "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+			 " AND database = %u AND classid = %u AND objid = %u"
+			 " AND objsubid = 2 AND granted AND pid IS NOT NULL LIMIT 1",
+			 MyDatabaseId, (uint32) MR_LOCK_KEY1, (uint32) MR_LOCK_KEY2);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute(sql, true, 1);
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			mr_cached_worker_pid = DatumGetInt32(d);
+	}
+	SPI_finish();
+	return mr_cached_worker_pid;
+}
+
+/*
+ * Ask the postmaster for a dynamic worker for this database.  Returns false
+ * (and says why in a WARNING when warn is true) when no slot is free.
+ */
+static bool
+mr_launch_worker(bool warn)
+{
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	MemoryContext old;
+
+	mr_worker_template(&bgw, MyDatabaseId);
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_name, BGW_MAXLEN, MR_WORKER_TYPE " for database %s",
+			 mr_backend_dbname);
+
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	{
+		MemoryContextSwitchTo(old);
+		if (warn)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("no delivery worker can be started for database \"%s\"",
+							mr_backend_dbname),
+					 errdetail("Every background worker slot is in use (max_worker_processes is %d); the message stays queued and is sent when a delivery worker starts.",
+							   max_worker_processes),
+					 errhint("Raise max_worker_processes, or preload maileroo (shared_preload_libraries) with maileroo.database_name set to this database.")));
+		return false;
+	}
+	MemoryContextSwitchTo(old);
+	mr_xact_handle = handle;
+	return true;
+}
+
+/* At commit: wake the worker found earlier, or the one serving now, or start one. */
+static void
+mr_wake_at_commit(void)
+{
+	pid_t		pid = 0;
+
+	if (mr_xact_handle != NULL)
+	{
+		if (GetBackgroundWorkerPid(mr_xact_handle, &pid) != BGWH_STARTED)
+			pid = 0;			/* not started yet: it scans at start */
+		if (pid != 0)
+			mr_set_latch_of(pid);
+	}
+	else if (mr_pid_serves_here(mr_xact_worker_pid))
+		mr_set_latch_of(mr_xact_worker_pid);
+	else
+	{
+		/* The worker found earlier has left: start another. */
+		pid = mr_status_worker_pid(MyDatabaseId);
+		if (mr_pid_serves_here(pid))
+			mr_set_latch_of(pid);
+		else
+			(void) mr_launch_worker(false);
+	}
+}
+
+static void
+mr_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (mr_xact_queued)
+				mr_wake_at_commit();
+			/* FALLTHROUGH */
+		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED runs elsewhere: the safety poll finds it. */
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			mr_xact_queued = false;
+			mr_xact_worker_pid = 0;
+			mr_xact_handle = NULL;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Called by maileroo_send after it queued a row: arrange for the worker of
+ * this database to be woken at commit, starting one now if none serves the
+ * database.  The first call in a transaction does the work; later calls
+ * return at once.  Raises WARNING (never ERROR) when nothing will deliver.
+ */
+void
+maileroo_outbox_wake_at_commit(void)
+{
+	if (mr_xact_queued)
+		return;
+
+	if (maileroo_citus_worker_node())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("mail cannot be queued on a Citus worker node"),
+				 errdetail("The outbox and its delivery worker live on the coordinator; mail queued here would never be sent."),
+				 errhint("Call maileroo_send on the coordinator.")));
+
+	if (!mr_xact_callback_registered)
+	{
+		/* Known now, for a worker started where catalogs cannot be read. */
+		strlcpy(mr_backend_dbname, get_database_name(MyDatabaseId), NAMEDATALEN);
+		RegisterXactCallback(mr_xact_callback, NULL);
+		mr_xact_callback_registered = true;
+	}
+
+	mr_xact_worker_pid = mr_find_worker();
+	if (mr_xact_worker_pid == 0)
+		(void) mr_launch_worker(true);
+	mr_xact_queued = true;
+
+	if (maileroo_api_key == NULL || maileroo_api_key[0] == '\0')
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("maileroo.api_key is not set"),
+				 errdetail("The message stays queued until the key is set."),
+				 errhint("Set maileroo.api_key in postgresql.conf or with ALTER SYSTEM, then reload.")));
+}

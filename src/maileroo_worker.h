@@ -1,0 +1,177 @@
+/*-------------------------------------------------------------------------
+ *
+ * maileroo_worker.h
+ *		What the files of the delivery worker share with each other.
+ *
+ * The worker is split by job:
+ *
+ *	 maileroo_worker.c		the main loop and the worker's life (start, the
+ *							one-worker-per-database lock, shutdown)
+ *	 maileroo_queue.c		the outbox statements of a transaction step
+ *							(record, requeue orphans, claim, next due)
+ *	 maileroo_transfer.c	the requests in flight on one curl multi handle,
+ *							and turning an answer into an outcome
+ *	 maileroo_scheduler.c	per-account pacing: how much may be claimed now,
+ *							and what an answer says about the account
+ *	 maileroo_status.c		shared memory: which worker serves which
+ *							database, and the figures it reports
+ *	 maileroo_wakeup.c		the backend side: find, wake or start the
+ *							worker of a database at commit
+ *
+ * All of the loop's state lives in one MrWorker, owned by maileroo_worker.c
+ * and passed to the functions of the other files.
+ *
+ * src/maileroo_worker.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAILEROO_WORKER_H
+#define MAILEROO_WORKER_H
+
+#include "maileroo.h"
+#include "maileroo_http.h"
+
+#include "postmaster/bgworker.h"
+#include "utils/timestamp.h"
+
+/* The advisory lock a worker holds in the database it serves. */
+#define MR_LOCK_KEY1		0x6D61696C	/* "mail" */
+#define MR_LOCK_KEY2		1
+
+#define MR_ERROR_LEN		256
+#define MR_POLL_MS			20		/* longest curl wait between checks */
+#define MR_IDLE_POLL_MS		10000	/* safety poll of an idle worker */
+#define MR_DB_PROBE_MS		500		/* DROP DATABASE probe interval */
+#define MR_DYNAMIC_IDLE_MS	60000	/* a dynamic worker leaves when idle */
+#define MR_RECORD_AGE_MS	20		/* longest wait before recording results */
+#define MR_ERROR_BACKOFF_MS 1000	/* pause after a failed transaction */
+#define MR_LEASE_SLACK_MS	60000	/* lease = timeout + connect + slack */
+#define MR_BACKOFF_BASE_MS	1000	/* first retry within 1 s ... */
+#define MR_BACKOFF_CAP_MS	(15 * 60 * 1000)	/* ... growing to 15 min */
+#define MR_RETRY_AFTER_CAP_MS (24 * 3600 * 1000)
+
+#define MR_RESTART_SECONDS	5		/* static worker restart delay */
+#define MR_WORKER_TYPE		"maileroo delivery worker"
+
+/* The status an outcome gives the message's row. */
+typedef enum MrRowStatus
+{
+	MR_ROW_SENT,
+	MR_ROW_RETRYING,
+	MR_ROW_FAILED
+} MrRowStatus;
+
+/* One request in flight. */
+typedef struct MrJob
+{
+	bool		busy;			/* claimed */
+	bool		added;			/* its transfer is on the multi handle */
+	CURL	   *easy;			/* kept across jobs for reuse */
+	struct curl_slist *headers;
+	MailerooHttpBuffer buf;
+	MemoryContext cxt;			/* the job's strings; reset when it ends */
+	char	   *reference_id;
+	char	   *path;
+	char	   *body;
+	int			attempts;
+} MrJob;
+
+/* One finished request waiting to be recorded. */
+typedef struct MrOutcome
+{
+	char	   *reference_id;
+	MrRowStatus status;
+	int			http_status;	/* 0: none */
+	char	   *error;			/* or NULL */
+	char	   *response;		/* JSON text, or NULL */
+	double		delay_ms;		/* for retrying */
+} MrOutcome;
+
+/* What one transaction step is asked to do, and what it found. */
+typedef struct MrStep
+{
+	int			claim_n;		/* rows to claim (0: none) */
+	bool		orphans_all;	/* requeue every 'sending' row */
+	bool		orphans_expired;	/* requeue 'sending' rows past their lease */
+	int			nclaimed;		/* out: rows claimed */
+	double		next_due_ms;	/* out: ms to the next due row, -1 none,
+								 * -2 not computed */
+	bool		ext_missing;	/* out: the extension is not installed */
+	bool		citus_worker;	/* out: this is a Citus worker node */
+} MrStep;
+
+/* Everything the delivery loop keeps between rounds. */
+typedef struct MrWorker
+{
+	/* who we are */
+	bool		dynamic;		/* started on demand (else the static one) */
+	char	   *dbname;
+	MemoryContext loop_cxt;		/* reset every round */
+
+	/* requests in flight */
+	CURLM	   *multi;
+	int			multi_concurrency;	/* what the multi handle is set to */
+	MrJob	   *jobs;			/* MAILEROO_MAX_CONCURRENCY slots, never moved */
+	int			njobs;
+	int			in_flight;
+
+	/* finished requests not recorded yet */
+	MemoryContext pending_cxt;
+	MrOutcome  *pending;
+	int			npending;
+	int			pending_alloc;
+	TimestampTz oldest_pending;
+	int			record_failures;	/* steps failed in a row */
+
+	/* what to do next */
+	TimestampTz now;			/* when this round began */
+	bool		want_claim;		/* due rows may be waiting */
+	bool		orphans_all;	/* requeue every 'sending' row (at start) */
+	bool		ext_missing;	/* the extension is not installed */
+	bool		citus_worker;	/* on a Citus worker node: leave for good */
+	TimestampTz next_due;		/* when the next row falls due, or 0 */
+	TimestampTz pause_until;	/* after a failed step, or 0 */
+	TimestampTz last_probe;		/* DROP DATABASE probe */
+	TimestampTz last_lease_check;
+	TimestampTz last_busy;		/* for a dynamic worker's idle exit */
+} MrWorker;
+
+/* maileroo_queue.c: the statements of a transaction step */
+extern bool mr_queue_step(MrWorker *w, MrStep *step);
+extern void mr_queue_forget_plans(void);
+
+/* maileroo_transfer.c: requests in flight */
+extern void mr_transfer_init(MrWorker *w);
+extern void mr_transfer_apply_concurrency(MrWorker *w);
+extern MrJob *mr_transfer_free_job(MrWorker *w);
+extern void mr_transfer_start_claimed(MrWorker *w);
+extern void mr_transfer_collect(MrWorker *w);
+extern void mr_transfer_wait(MrWorker *w);
+extern void mr_transfer_release(MrJob *job);
+extern void mr_transfer_release_unstarted(MrWorker *w);
+extern bool mr_transfer_abandon_all(MrWorker *w);
+extern void mr_transfer_cleanup(MrWorker *w);
+extern void mr_pending_forget(MrWorker *w);
+
+/* maileroo_scheduler.c: how much to claim, and what an answer means */
+extern int	mr_sched_claim_budget(MrWorker *w);
+extern MrRowStatus mr_sched_judge(const MailerooResult *res, int attempts,
+								  int max_attempts, double *delay_ms);
+
+/* maileroo_status.c: shared memory */
+extern void mr_status_shmem_init(void);
+extern void mr_status_register(void);
+extern void mr_status_unregister(int code, Datum arg);
+extern pid_t mr_status_worker_pid(Oid dboid);
+extern void mr_status_note_error(const char *msg);
+extern void mr_status_note_progress(int in_flight, int delivered, int given_up);
+
+/* maileroo_wakeup.c: finding and starting workers */
+extern void mr_worker_template(BackgroundWorker *bgw, Oid dboid);
+extern bool mr_pid_serves_here(pid_t pid);
+extern void mr_set_latch_of(pid_t pid);
+extern pid_t mr_find_worker(void);
+
+PGDLLEXPORT void maileroo_worker_main(Datum main_arg);
+
+#endif							/* MAILEROO_WORKER_H */
