@@ -130,10 +130,11 @@ SELECT left(split_part(s($$'a@example.com', 'j@example.org', 'S', 'x'$$), E'\n',
 SELECT s($$'a@example.com', 'j@example.org', 'S', 'x'$$);
 \! curl -s -o /dev/null -X DELETE "$MAILEROO_MOCK_URL/_mock/rules"
 
--- No server listening, and a server that never answers (the DETAIL, left
--- out here, carries libcurl's description with timings).
+-- No server listening, and a server that never answers (libcurl's own
+-- description, which differs between its versions, and the DETAIL, which
+-- carries timings, are left out here).
 SET maileroo.api_url = 'http://127.0.0.1:1/api/v2';
-SELECT split_part(s($$'a@example.com', 'j@example.org', 'S', 'x'$$), E'\n', 1) AS error;
+SELECT substring(s($$'a@example.com', 'j@example.org', 'S', 'x'$$) FROM '^MR000: could not reach Maileroo') AS error;
 RESET maileroo.api_url;
 \! curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary '{"path": "/api/v2/emails", "mode": "hang"}' "$MAILEROO_MOCK_URL/_mock/rules"
 SET maileroo.timeout = '300ms';
@@ -154,8 +155,9 @@ SET ROLE maileroo_sender;
 SELECT try($$SET maileroo.api_url = 'http://attacker.example.com/api/v2'$$);
 SELECT try($$SET maileroo.api_key = 'other'$$);
 -- The key is hidden from other roles.
-SELECT try($$SHOW maileroo.api_key$$);
-SELECT try($$SELECT current_setting('maileroo.api_key')$$);
+-- (refused with 42501; the wording of the message differs between versions)
+SELECT split_part(try($$SHOW maileroo.api_key$$), ':', 1) AS sqlstate;
+SELECT split_part(try($$SELECT current_setting('maileroo.api_key')$$), ':', 1) AS sqlstate;
 SELECT count(*) AS visible FROM pg_settings WHERE name LIKE 'maileroo.api_key';
 -- Nothing that sends or reads Maileroo is executable by PUBLIC.
 SELECT try($$SELECT maileroo_send_now('a@example.com', 'j@example.org', 'S', 'x')$$);

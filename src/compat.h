@@ -4,8 +4,10 @@
  *		Every PostgreSQL version difference the extension meets, in one place.
  *
  * The code is written against the PostgreSQL 15 API; this header maps the
- * few calls that changed between 13 and 18 onto one spelling, so that no
- * other file needs a PG_VERSION_NUM guard.
+ * few calls that changed between 15 and 18 onto one spelling, so that no
+ * other file needs a PG_VERSION_NUM guard.  15, 17 and 18 are built and
+ * tested (test/matrix); 16 has no Debian package, and its branches here
+ * follow its sources: every 16 difference below is one that 17 shares.
  *
  * src/compat.h
  *
@@ -16,8 +18,8 @@
 
 #include "postgres.h"
 
-#if PG_VERSION_NUM < 130000 || PG_VERSION_NUM >= 190000
-#error "maileroo supports PostgreSQL 13 to 18"
+#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 190000
+#error "maileroo supports PostgreSQL 15 to 18"
 #endif
 
 #include "common/jsonapi.h"
@@ -29,11 +31,13 @@
 #endif
 
 /*
- * GUC prefix reservation: PostgreSQL 15 renamed EmitWarningsOnPlaceholders
- * and made it also refuse later placeholders in the prefix.
+ * Functions that do not return: PostgreSQL 18 replaced the trailing
+ * pg_attribute_noreturn() with a leading pg_noreturn.  Declarations are
+ * written "pg_noreturn extern void f(...);", which GCC and Clang also
+ * accept for the attribute form.
  */
-#if PG_VERSION_NUM < 150000
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
 #endif
 
 /*
@@ -73,6 +77,65 @@ mr_json_lexer_make(char *json, int len, bool need_escapes)
 #define mr_json_lexer_free(lex) pfree(lex)
 #endif
 
+/*
+ * A \u escape that the database encoding cannot hold.  Up to PostgreSQL 15
+ * the backend's lexer converts escapes with pg_unicode_to_server(), which
+ * raises its own error: 22P05 naming the character and the encoding, or
+ * 0A000 where no conversion from UTF-8 exists (SQL_ASCII).  From 16 on the
+ * lexer returns JSON_UNICODE_UNTRANSLATABLE instead, with token_terminator
+ * just past the escape's last hex digit.  mr_json_raise_untranslatable()
+ * decodes that code point and converts it again, so that the error raised
+ * is the one 15 raises; it returns only when there is nothing to raise.
+ * mr_json_untranslatable() is true for the codes that are to be reported
+ * as untranslatable characters (22P05) otherwise.
+ */
+#if PG_VERSION_NUM >= 160000
+static inline pg_wchar
+mr_json_hex4(const char *p)
+{
+	pg_wchar	v = 0;
+	int			i;
+
+	for (i = 0; i < 4; i++)
+	{
+		char		c = p[i];
+
+		v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+static inline void
+mr_json_raise_untranslatable(JsonParseErrorType err, JsonLexContext *lex)
+{
+	const char *end = lex->token_terminator;
+	pg_wchar	ch;
+	char		cbuf[MAX_UNICODE_EQUIVALENT_STRING + 1];
+
+	if (err != JSON_UNICODE_UNTRANSLATABLE || end == NULL ||
+		end - lex->input < 6 || end[-6] != '\\' || end[-5] != 'u')
+		return;
+	ch = mr_json_hex4(end - 4);
+	if (is_utf16_surrogate_second(ch))
+	{
+		if (end - lex->input < 12 || end[-12] != '\\' || end[-11] != 'u')
+			return;
+		ch = surrogate_pair_to_codepoint(mr_json_hex4(end - 10), ch);
+	}
+	pg_unicode_to_server(ch, (unsigned char *) cbuf);
+}
+
+#define mr_json_untranslatable(err) \
+	((err) == JSON_UNICODE_CODE_POINT_ZERO || \
+	 (err) == JSON_UNICODE_HIGH_ESCAPE || \
+	 (err) == JSON_UNICODE_UNTRANSLATABLE)
+#else
+#define mr_json_raise_untranslatable(err, lex) ((void) 0)
+#define mr_json_untranslatable(err) \
+	((err) == JSON_UNICODE_CODE_POINT_ZERO || \
+	 (err) == JSON_UNICODE_HIGH_ESCAPE)
+#endif
+
 /* json_errdetail() returns a const string from PostgreSQL 17 on. */
 #define mr_json_errdetail(err, lex) ((const char *) json_errdetail((err), (lex)))
 
@@ -92,11 +155,9 @@ mr_json_lexer_make(char *json, int len, bool need_escapes)
 #endif
 
 /*
- * HMAC-SHA256: PostgreSQL 14 added common/hmac.h.  On 13 the same result
- * is computed from the SHA-256 primitives of common/sha2.h (RFC 2104).
- * mr_hmac_sha256() writes 32 bytes to dest and returns false on failure.
+ * HMAC-SHA256 with common/hmac.h.  mr_hmac_sha256() writes 32 bytes to dest
+ * and returns false on failure.
  */
-#if PG_VERSION_NUM >= 140000
 #include "common/hmac.h"
 #include "common/sha2.h"
 static inline bool
@@ -114,52 +175,6 @@ mr_hmac_sha256(const uint8 *key, size_t keylen, const uint8 *data,
 	pg_hmac_free(ctx);
 	return ok;
 }
-#else
-#include "common/sha2.h"
-static inline bool
-mr_hmac_sha256(const uint8 *key, size_t keylen, const uint8 *data,
-			   size_t len, uint8 *dest)
-{
-	uint8		k[PG_SHA256_BLOCK_LENGTH];
-	uint8		pad[PG_SHA256_BLOCK_LENGTH];
-	uint8		inner[PG_SHA256_DIGEST_LENGTH];
-	pg_sha256_ctx ctx;
-	int			i;
-
-	memset(k, 0, sizeof(k));
-	if (keylen > PG_SHA256_BLOCK_LENGTH)
-	{
-		pg_sha256_init(&ctx);
-		pg_sha256_update(&ctx, key, keylen);
-		pg_sha256_final(&ctx, k);
-	}
-	else
-		memcpy(k, key, keylen);
-
-	for (i = 0; i < PG_SHA256_BLOCK_LENGTH; i++)
-		pad[i] = k[i] ^ 0x36;
-	pg_sha256_init(&ctx);
-	pg_sha256_update(&ctx, pad, sizeof(pad));
-	pg_sha256_update(&ctx, data, len);
-	pg_sha256_final(&ctx, inner);
-
-	for (i = 0; i < PG_SHA256_BLOCK_LENGTH; i++)
-		pad[i] = k[i] ^ 0x5c;
-	pg_sha256_init(&ctx);
-	pg_sha256_update(&ctx, pad, sizeof(pad));
-	pg_sha256_update(&ctx, inner, sizeof(inner));
-	pg_sha256_final(&ctx, dest);
-	return true;
-}
-#endif
-
-/*
- * Shared memory must be requested from shmem_request_hook from PostgreSQL
- * 15 on; before that, directly from _PG_init.
- */
-#if PG_VERSION_NUM >= 150000
-#define MR_HAVE_SHMEM_REQUEST_HOOK 1
-#endif
 
 /* PostgreSQL 18 added an instrumentation argument to index_beginscan. */
 #if PG_VERSION_NUM >= 180000

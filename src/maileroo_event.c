@@ -183,9 +183,9 @@ typedef struct ExtraPair
 typedef struct EventParse
 {
 	JsonLexContext *lex;
-	char	   *val_start;		/* where the value being read starts */
+	const char *val_start;		/* where the value being read starts */
 	int			depth;			/* containers open */
-	char	   *key_hint;		/* where the next key's quote is looked for */
+	const char *key_hint;		/* where the next key's quote is looked for */
 	TopField	field;			/* top-level key being read */
 	const char *fname;			/* its name (fnamelen bytes, not terminated) */
 	int			fnamelen;
@@ -904,8 +904,8 @@ json_unescape(const char *s, int len)
  * nothing to de-escape (not NUL-terminated then), or to a de-escaped,
  * NUL-terminated copy.
  */
-static inline char *
-string_span(char *start, char *end, int *len)
+static inline const char *
+string_span(const char *start, const char *end, int *len)
 {
 	*len = end - start - 2;
 	if (memchr(start + 1, '\\', *len) != NULL)
@@ -919,7 +919,7 @@ string_span(char *start, char *end, int *len)
 }
 
 /* The string scalar just read (the lexer has moved past it). */
-static inline char *
+static inline const char *
 value_span(EventParse *ep, int *len)
 {
 	return string_span(ep->val_start, ep->lex->prev_token_terminator, len);
@@ -942,11 +942,11 @@ json_space(char c)
  * '"' is escaped by an odd number of backslashes, so the first quote found
  * that is not is the opening one.
  */
-static char *
+static const char *
 key_span(EventParse *ep, int *len)
 {
-	char	   *close = ep->lex->prev_token_terminator - 1;	/* the colon */
-	char	   *p = ep->key_hint;
+	const char *close = ep->lex->prev_token_terminator - 1;	/* the colon */
+	const char *p = ep->key_hint;
 
 	do
 		close--;
@@ -1080,7 +1080,7 @@ build_grow(BuildFrame *f)
 
 /* A key of the innermost container, an object; its value comes next. */
 static void
-build_key(EventParse *ep, char *key, int len)
+build_key(EventParse *ep, const char *key, int len)
 {
 	BuildFrame *f = &ep->frames[ep->nframes - 1];
 	JsonbValue *c = f->cont;
@@ -1093,7 +1093,8 @@ build_key(EventParse *ep, char *key, int len)
 	pair = &c->val.object.pairs[c->val.object.nPairs];
 	pair->key.type = jbvString;
 	pair->key.val.string.len = len;
-	pair->key.val.string.val = key;
+	/* JsonbValue strings are never written through */
+	pair->key.val.string.val = unconstify(char *, key);
 	pair->value.type = jbvNull;
 	pair->order = c->val.object.nPairs++;
 }
@@ -1192,7 +1193,7 @@ static JSON_ACTION_RESULT
 ev_object_field_start(void *state, char *unused, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
-	char	   *key;
+	const char *key;
 	int			len;
 
 	ep->val_start = ep->lex->token_start;
@@ -1505,7 +1506,7 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 {
 	EventParse *ep = (EventParse *) state;
 	JsonbValue	v;
-	char	   *str = NULL;
+	const char *str = NULL;
 	int			len = 0;
 
 	if (ep->depth == 0)
@@ -1542,7 +1543,7 @@ ev_scalar(void *state, char *token, JsonTokenType tt)
 			string_too_long();
 		v.type = jbvString;
 		v.val.string.len = len;
-		v.val.string.val = str;
+		v.val.string.val = unconstify(char *, str);
 	}
 	else
 		scalar_value(token, 0, tt, &v);
@@ -1566,7 +1567,8 @@ json_syntax_error(JsonParseErrorType err, JsonLexContext *lex)
 {
 	int			code = ERRCODE_INVALID_TEXT_REPRESENTATION;
 
-	if (err == JSON_UNICODE_CODE_POINT_ZERO || err == JSON_UNICODE_HIGH_ESCAPE)
+	mr_json_raise_untranslatable(err, lex);
+	if (mr_json_untranslatable(err))
 		code = ERRCODE_UNTRANSLATABLE_CHARACTER;
 	ereport(ERROR,
 			(errcode(code),

@@ -100,8 +100,8 @@ extern void maileroo_http_call(const char *method, const char *path,
  * the SQLSTATE of its class (see the MR_SQLSTATE_* codes).  what names the
  * call in the message, e.g. "send".
  */
-extern void maileroo_http_raise(const MailerooResult *result, const char *what)
-			pg_attribute_noreturn();
+pg_noreturn extern void maileroo_http_raise(const MailerooResult *result,
+											const char *what);
 
 /*
  * SQLSTATEs of the errors Maileroo's answers turn into (class MR, which

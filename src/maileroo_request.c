@@ -163,9 +163,8 @@ trim(char *s)
 /* Set while parsing a list that has several elements (for a hint). */
 static bool parsing_list = false;
 
-static void
-bad_address(const char *argname, const char *item, const char *detail)
-	pg_attribute_noreturn();
+pg_noreturn static void bad_address(const char *argname, const char *item,
+									const char *detail);
 
 static void
 bad_address(const char *argname, const char *item, const char *detail)

@@ -49,18 +49,14 @@ typedef struct MrShared
 static MrShared *mr_shared = NULL;
 static MrWorkerSlot *mr_my_slot = NULL;	/* in a worker: its own slot */
 
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void
 mr_shmem_request(void)
 {
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MrShared)));
 }
 
@@ -86,12 +82,8 @@ mr_shmem_startup(void)
 void
 mr_status_shmem_init(void)
 {
-#ifdef MR_HAVE_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = mr_shmem_request;
-#else
-	mr_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = mr_shmem_startup;
 }

@@ -32,7 +32,7 @@ mr_apt_install() {
 mr_install_deps() {
 	PG_MAJOR=${PG_MAJOR:-$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)}
 	PG_MAJOR=${PG_MAJOR:-15}
-	mr_apt_install make gcc libc6-dev curl python3 perl libipc-run-perl \
+	mr_apt_install make gcc libc6-dev curl ca-certificates python3 perl libipc-run-perl \
 		"postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libcurl4-openssl-dev "$@"
 	PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 	export PG_CONFIG

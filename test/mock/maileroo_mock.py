@@ -962,10 +962,7 @@ class Handler(BaseHTTPRequestHandler):
             body = body.encode("utf-8")
         if status < 200 or status in (204, 304):
             body = b""
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Unknown"
+        phrase = status_phrase(status) or "Unknown"
         hdrs = [("Server", self.server_version), ("Date", self.date_time_string()),
                 ("Content-Type", content_type)]
         for k, v in (headers or {}).items():
@@ -1241,6 +1238,26 @@ class Handler(BaseHTTPRequestHandler):
                         % (method, url.path)})
 
 
+# RFC 9110's reason phrases, which Python adopted only in 3.13: the mock
+# answers the same on every Python.
+RFC9110_PHRASES = {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
+def status_phrase(status):
+    """The reason phrase of an HTTP status, or None for an unknown one."""
+    if status in RFC9110_PHRASES:
+        return RFC9110_PHRASES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return None
+
+
 def default_message(status):
     if status == 429:
         return "Too many requests. Please try again later."
@@ -1248,10 +1265,8 @@ def default_message(status):
         return "An internal server error occurred. Please try again later."
     if status < 400:
         return MSG_QUEUED
-    try:
-        return HTTPStatus(status).phrase + "."
-    except ValueError:
-        return "Error."
+    phrase = status_phrase(status)
+    return phrase + "." if phrase is not None else "Error."
 
 
 # ----------------------------------------------------------------- server
