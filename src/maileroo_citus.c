@@ -110,7 +110,8 @@ maileroo_citus_drop_extension(PG_FUNCTION_ARGS)
 			ours = true;
 	}
 	ext = get_extension_oid("maileroo", true);
-	if (!ours || !OidIsValid(ext) || maileroo_citus_worker_node())
+	if (!ours || !OidIsValid(ext) || !OidIsValid(get_extension_oid("citus", true)) ||
+		maileroo_citus_worker_node())
 		PG_RETURN_NULL();
 
 	/* The Citus tables that belong to the extension, partitions first. */
