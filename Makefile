@@ -5,6 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
+	src/maileroo_account.o \
 	src/maileroo_citus.o \
 	src/maileroo_event.o \
 	src/maileroo_signature.o \

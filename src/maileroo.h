@@ -38,11 +38,8 @@
 #define MAILEROO_SCHEDULE_MAX_DAYS		21
 
 /* maileroo.c: settings */
-extern char *maileroo_api_key;
-extern char *maileroo_api_url;
 extern int	maileroo_timeout_ms;
 extern int	maileroo_connect_timeout_ms;
-extern char *maileroo_webhook_secret;
 extern int	maileroo_max_attempts;
 extern int	maileroo_concurrency;
 extern char *maileroo_database_name;

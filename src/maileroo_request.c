@@ -25,6 +25,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_request.h"
+#include "maileroo_account.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -72,7 +73,8 @@ enum
 	ARG_TRACKING,
 	ARG_SCHEDULED_AT,
 	ARG_REFERENCE_ID,
-	ARG_IGNORE_SUPPRESSIONS
+	ARG_IGNORE_SUPPRESSIONS,
+	ARG_ACCOUNT
 };
 
 /* Fields of the maileroo_attachment composite type, in its order. */
@@ -968,6 +970,19 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 		escape_json(&tail, rfc3339_utc(req->scheduled_at));
 	}
 	appendStringInfo(&tail, ",\"reference_id\":\"%s\"}", req->reference_id);
+
+	/* The account, before anything is looked up or queued. */
+	{
+		const char *addr = ((MailerooAddress *) linitial(from))->address;
+		char	   *domain = pstrdup(strrchr(addr, '@') + 1);
+		char	   *p;
+
+		for (p = domain; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		req->account = maileroo_account_choose(arg_null(fcinfo, ARG_ACCOUNT) ? NULL :
+											   TextDatumGetCString(PG_GETARG_DATUM(ARG_ACCOUNT)),
+											   domain, GetUserId());
+	}
 
 	if (!arg_null(fcinfo, ARG_IGNORE_SUPPRESSIONS))
 		ignore_suppressions = PG_GETARG_BOOL(ARG_IGNORE_SUPPRESSIONS);

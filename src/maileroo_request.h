@@ -22,6 +22,7 @@
 typedef struct MailerooRequest
 {
 	const char *path;			/* "/emails" or "/emails/template" */
+	char	   *account;		/* the sending account's name */
 	char	   *reference_id;	/* 24 lowercase hex characters */
 	char	   *body;			/* the JSON request body */
 	TimestampTz scheduled_at;	/* or DT_NOBEGIN when not scheduled */
@@ -34,8 +35,10 @@ typedef struct MailerooRequest
  * CurrentMemoryContext.  The argument order is the SQL signature's:
  * (sender, recipients, subject, html | template_id, plain | template_data,
  * cc, bcc, reply_to, tags, headers, attachments, tracking, scheduled_at,
- * reference_id[, ignore_suppressions]).  Raises ERROR, naming the argument,
- * on invalid input.
+ * reference_id[, ignore_suppressions[, account]]).  Raises ERROR, naming
+ * the argument, on invalid input; chooses the sending account
+ * (maileroo_account_choose) and raises when none fits or the caller lacks
+ * USAGE on it.
  */
 extern MailerooRequest *maileroo_request_from_args(FunctionCallInfo fcinfo,
 												   bool is_template);

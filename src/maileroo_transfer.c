@@ -90,9 +90,12 @@ mr_transfer_release(MrJob *job)
 	}
 	maileroo_http_buffer_reset(&job->buf);
 	memset(&job->buf, 0, sizeof(job->buf));
+	if (job->api_key)
+		explicit_bzero(job->api_key, strlen(job->api_key));
 	if (job->cxt)
 		MemoryContextReset(job->cxt);
 	job->reference_id = job->path = job->body = NULL;
+	job->api_url = job->api_key = NULL;
 }
 
 /* Claims that did not commit: free their slots. */
@@ -121,8 +124,10 @@ mr_transfer_start_claimed(MrWorker *w)
 				elog(ERROR, "curl_easy_init failed");
 		}
 		memset(&job->buf, 0, sizeof(job->buf));
-		maileroo_http_prepare(job->easy, "POST", job->path, job->body,
-							  &job->headers, &job->buf, false);
+		maileroo_http_prepare(job->easy, job->api_url, job->api_key, "POST",
+							  job->path, job->body, &job->headers, &job->buf,
+							  false);
+		explicit_bzero(job->api_key, strlen(job->api_key));
 		curl_easy_setopt(job->easy, CURLOPT_PRIVATE, (void *) job);
 		curl_multi_add_handle(w->multi, job->easy);
 		job->added = true;

@@ -74,6 +74,8 @@ typedef struct MrJob
 	char	   *path;
 	char	   *body;
 	int			attempts;
+	char	   *api_url;		/* from the row's account, read at claim */
+	char	   *api_key;		/* wiped once it is in the header list */
 } MrJob;
 
 /* One finished request waiting to be recorded. */

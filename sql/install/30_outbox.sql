@@ -28,7 +28,10 @@ CREATE TABLE maileroo_outbox (
 	last_http_status integer,
 	last_error text,
 	response jsonb,
-	queued_by name NOT NULL DEFAULT current_user
+	queued_by name NOT NULL DEFAULT current_user,
+	-- The sending account (a maileroo_fdw server) the worker sends it
+	-- through: its name, never its key.
+	account text NOT NULL
 );
 
 -- What the worker claims next, and what it must look after.
@@ -65,13 +68,14 @@ CREATE FUNCTION maileroo_send(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean)
+COMMENT ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text)
 	IS 'Queue one message in maileroo_outbox; the delivery worker sends it after commit.  Returns its reference_id';
-REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
 
 CREATE FUNCTION maileroo_send_template(
 	sender text,
@@ -88,13 +92,14 @@ CREATE FUNCTION maileroo_send_template(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send_template'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean)
+COMMENT ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text)
 	IS 'Queue one message built from a Maileroo template; the delivery worker sends it after commit.  Returns its reference_id';
-REVOKE ALL ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
 
 CREATE FUNCTION maileroo_cancel(reference_id text)
 RETURNS boolean

@@ -19,8 +19,9 @@ Usage:
     --host            address to listen on; only loopback addresses are allowed
     --port            TCP port; 0 picks a free one
     --port-file       once listening, write the port number there (atomically)
-    --api-key         the key clients must send (Authorization: Bearer KEY or
-                      X-Api-Key: KEY)
+    --api-key         a key clients may send (Authorization: Bearer KEY or
+                      X-Api-Key: KEY); repeat it to accept several (default
+                      test-key); POST /_mock/keys changes them at run time
     --webhook-secret  the secret webhook events are signed with
     --webhook-url     where to POST the webhook events of accepted mail, as
                       Maileroo does (default: nowhere; see /_mock/webhook)
@@ -48,7 +49,10 @@ Control API (no authentication, plain JSON):
     POST   /_mock/rules               add one rule (object) or several (list)
     DELETE /_mock/rules               remove all rules
     GET    /_mock/scheduled           the scheduled mail held in memory
-    POST   /_mock/reset               rules, requests, scheduled mail, stats
+    GET    /_mock/keys                {"keys": [...]}: the keys accepted now
+    POST   /_mock/keys                {"keys": [...]}: accept these instead
+    POST   /_mock/reset               rules, requests, scheduled mail, stats,
+                                      and the keys given at start
     GET    /_mock/webhooks[?secret=S] signed webhook events for accepted mail
     GET    /_mock/webhook             where events are delivered, and counts:
                                       {"url", "max_attempts", "backoff",
@@ -489,9 +493,10 @@ def rule_matches(rule, method, path):
 # ------------------------------------------------------------------ state
 
 class State:
-    def __init__(self, api_key, webhook_secret, log_path, webhook_url=None,
+    def __init__(self, api_keys, webhook_secret, log_path, webhook_url=None,
                  webhook_attempts=6, webhook_backoff=0.5, webhook_concurrency=4):
-        self.api_key = api_key
+        self.initial_keys = list(api_keys)
+        self.api_keys = list(api_keys)
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -521,6 +526,7 @@ class State:
 
     def reset(self):
         with self.lock:
+            self.api_keys = list(self.initial_keys)
             self.rules = []
             self.scheduled = {}
             self._clear_requests()
@@ -1102,14 +1108,16 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def authorized(self):
-        key = self.state.api_key
         auth = self.headers.get("Authorization", "")
         parts = auth.split(None, 1)
-        if len(parts) == 2 and parts[0].lower() == "bearer" and \
-                hmac.compare_digest(parts[1].strip().encode(), key.encode()):
-            return True
         xkey = self.headers.get("X-Api-Key")
-        return xkey is not None and hmac.compare_digest(xkey.strip().encode(), key.encode())
+        for key in list(self.state.api_keys):
+            if len(parts) == 2 and parts[0].lower() == "bearer" and \
+                    hmac.compare_digest(parts[1].strip().encode(), key.encode()):
+                return True
+            if xkey is not None and hmac.compare_digest(xkey.strip().encode(), key.encode()):
+                return True
+        return False
 
     def process(self, method, url, parsed):
         """Normal Maileroo behaviour: (status, body, extra headers)."""
@@ -1212,6 +1220,17 @@ class Handler(BaseHTTPRequestHandler):
             if what == "/rules" and method == "DELETE":
                 st.clear_rules()
                 return self.send(200, {"ok": True})
+            if what == "/keys" and method == "GET":
+                return self.send(200, {"keys": list(st.api_keys)})
+            if what == "/keys" and method == "POST":
+                try:
+                    keys = json.loads(raw).get("keys")
+                except (ValueError, AttributeError):
+                    keys = None
+                if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                    raise BadRule('the body must be {"keys": ["key", ...]}')
+                st.api_keys = list(keys)
+                return self.send(200, {"keys": list(st.api_keys)})
             if what == "/reset" and method == "POST":
                 st.reset()
                 return self.send(200, {"ok": True})
@@ -1311,7 +1330,7 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
-    ap.add_argument("--api-key", default="test-key")
+    ap.add_argument("--api-key", action="append")
     ap.add_argument("--webhook-secret", default="whsec-test")
     ap.add_argument("--webhook-url")
     ap.add_argument("--webhook-attempts", type=int, default=6)
@@ -1342,7 +1361,7 @@ def main(argv=None):
         print("maileroo_mock: --webhook-attempts and --webhook-concurrency must be "
               "positive, --webhook-backoff not negative", file=sys.stderr)
         return 2
-    state = State(args.api_key, args.webhook_secret, args.log, args.webhook_url,
+    state = State(args.api_key or ["test-key"], args.webhook_secret, args.log, args.webhook_url,
                   args.webhook_attempts, args.webhook_backoff, args.webhook_concurrency)
     try:
         server = cls((host, args.port), Handler)
