@@ -43,8 +43,7 @@ $coord->safe_psql('postgres', "SELECT citus_add_node('127.0.0.1', " . $_->port .
   for @workers;
 
 # CREATE EXTENSION on the coordinator reaches the workers.
-$coord->safe_psql('postgres', 'CREATE EXTENSION maileroo');
-$single->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($_) for ($coord, $single);
 for my $w (@workers)
 {
 	is($w->safe_psql('postgres', "SELECT count(*) FROM pg_extension WHERE extname = 'maileroo'"),
@@ -84,7 +83,7 @@ is(wait_final($coord, ref_id(901))->{status}, 'sent', 'the coordinator delivers'
 is_deeply(mock_refs()->{ ref_id(901) }, [200], 'the mock received it once');
 
 # DROP EXTENSION leaves nothing behind.
-$coord->safe_psql('postgres', 'DROP EXTENSION maileroo');
+$coord->safe_psql('postgres', 'DROP EXTENSION maileroo CASCADE');
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM pg_dist_partition}), 0,
 	'DROP EXTENSION removes the distributed tables');
 for my $node ($coord, @workers)
@@ -96,7 +95,7 @@ for my $node ($coord, @workers)
 	is($node->safe_psql('postgres', "SELECT count(*) FROM pg_extension WHERE extname = 'maileroo'"),
 		0, $node->name . ': the extension is gone');
 }
-$coord->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($coord);
 is($workers[0]->safe_psql('postgres', "SELECT count(*) FROM pg_extension WHERE extname = 'maileroo'"),
 	1, 'and it can be created again');
 
