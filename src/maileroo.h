@@ -53,4 +53,16 @@ extern void maileroo_outbox_wake_at_commit(void);
 /* maileroo_citus.c: is this a Citus worker node (no delivery here)? */
 extern bool maileroo_citus_worker_node(void);
 
+/*
+ * maileroo_outbox.c: run a prepared statement as the owner of the
+ * extension's tables (owner), with SECURITY_RESTRICTED_OPERATION, raising
+ * unless SPI answers expected; returns SPI_processed.  SPI must be
+ * connected.  And the owner of a relation.
+ */
+struct _SPI_plan;
+extern uint64 maileroo_run_as_owner(struct _SPI_plan *plan, Oid owner,
+									Datum *args, const char *nulls,
+									int expected);
+extern Oid	maileroo_relation_owner(Oid relid);
+
 #endif							/* MAILEROO_H */

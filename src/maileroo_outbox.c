@@ -169,6 +169,28 @@ mr_run_as_owner(SPIPlanPtr plan, Oid owner, Datum *args, const char *nulls,
 	return SPI_processed;
 }
 
+/* See maileroo.h. */
+uint64
+maileroo_run_as_owner(SPIPlanPtr plan, Oid owner, Datum *args,
+					  const char *nulls, int expected)
+{
+	return mr_run_as_owner(plan, owner, args, nulls, expected);
+}
+
+/* See maileroo.h. */
+Oid
+maileroo_relation_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /*
  * Validate and queue one message (is_template picks the endpoint).  Returns
  * the reference_id.  Raises ERROR on invalid arguments (from the request

@@ -80,11 +80,12 @@ mr_queue_forget_plans(void)
 	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
 	mr_plan_no_key = NULL;
 	mr_plan_ext = InvalidOid;
+	mr_bulk_forget_plans();
 }
 
 /* Prepare and keep fmt, every @ in it standing for the extension's schema. */
-static SPIPlanPtr
-mr_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
+SPIPlanPtr
+mr_queue_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
 {
 	StringInfoData sql;
 	SPIPlanPtr	plan;
@@ -158,13 +159,14 @@ mr_ensure_plans(bool *citus_worker)
 	if (schema == NULL)
 		return false;
 
-	mr_plan_claim = mr_prepare(
+	mr_plan_claim = mr_queue_prepare(
 							   "UPDATE @.maileroo_outbox o"
 							   "   SET status = 'sending', attempts = o.attempts + 1,"
 							   "       lease_until = now() + $2 * interval '1 millisecond'"
 							   " WHERE o.reference_id = ANY (ARRAY("
 							   "       SELECT reference_id FROM @.maileroo_outbox"
 							   "        WHERE status IN ('queued', 'retrying')"
+							   "          AND campaign_id IS NULL"
 							   "          AND next_attempt_at <= now()"
 							   "        ORDER BY next_attempt_at LIMIT $1"
 							   "          FOR UPDATE SKIP LOCKED))"
@@ -172,14 +174,14 @@ mr_ensure_plans(bool *citus_worker)
 							   "           o.account, o.queued_by",
 							   schema, 2, claim_args);
 	/* A claimed row whose account has no usable key waits, no attempt used. */
-	mr_plan_no_key = mr_prepare(
+	mr_plan_no_key = mr_queue_prepare(
 								"UPDATE @.maileroo_outbox"
 								"   SET status = 'retrying', attempts = attempts - 1, lease_until = NULL,"
 								"       next_attempt_at = now() + $3 * interval '1 millisecond',"
 								"       last_error = $2"
 								" WHERE reference_id = $1 AND status = 'sending'",
 								schema, 3, no_key_args);
-	mr_plan_record = mr_prepare(
+	mr_plan_record = mr_queue_prepare(
 								"UPDATE @.maileroo_outbox o"
 								"   SET status = r.status,"
 								"       last_http_status = r.http,"
@@ -193,22 +195,27 @@ mr_ensure_plans(bool *citus_worker)
 								"  FROM unnest($1, $2, $3, $4, $5, $6) AS r(ref, status, http, err, resp, delay_ms)"
 								" WHERE o.reference_id = r.ref AND o.status = 'sending'",
 								schema, 6, record_args);
-	mr_plan_orphans = mr_prepare(
+	mr_plan_orphans = mr_queue_prepare(
 								 "UPDATE @.maileroo_outbox"
 								 "   SET status = 'retrying', next_attempt_at = now(), lease_until = NULL,"
 								 "       last_error = 'delivery was interrupted before an answer arrived; sent again with the same reference_id'"
 								 " WHERE status = 'sending' AND ($1 OR lease_until < now())",
 								 schema, 1, orphan_args);
-	mr_plan_next_due = mr_prepare(
-								  "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
-								  "  FROM @.maileroo_outbox WHERE status IN ('queued', 'retrying')",
+	mr_plan_next_due = mr_queue_prepare(
+								  "SELECT extract(epoch FROM least("
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NULL),"
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NOT NULL))"
+								  "  - now())::float8 * 1000",
 								  schema, 0, NULL);
+	mr_bulk_prepare(schema);
 	mr_plan_ext = ext;
 	return true;
 }
 
 /* A text[] Datum from C strings, NULL pointers becoming NULL elements. */
-static Datum
+Datum
 mr_text_array(char **vals, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
@@ -409,6 +416,9 @@ mr_queue_step(MrWorker *w, MrStep *step)
 			mr_queue_requeue_orphans(step->orphans_all);
 		if (step->claim_n > 0)
 			step->nclaimed = mr_queue_claim(w, step->claim_n);
+		/* Campaign mail in the slots ordinary mail left (maileroo_bulk.c). */
+		if (step->claim_n > step->nclaimed)
+			step->nclaimed += mr_bulk_claim(w, step->claim_n - step->nclaimed);
 		if (step->claim_n == 0 || step->nclaimed < step->claim_n)
 			step->next_due_ms = mr_queue_next_due();
 	}

@@ -95,6 +95,8 @@ mr_transfer_release(MrJob *job)
 	if (job->cxt)
 		MemoryContextReset(job->cxt);
 	job->reference_id = job->path = job->body = NULL;
+	job->refs = NULL;
+	job->nrefs = 0;
 	job->api_url = job->api_key = NULL;
 }
 
@@ -170,7 +172,7 @@ mr_response_json(const char *body)
 }
 
 /* A new pending outcome, in pending_cxt (the caller has switched to it). */
-static MrOutcome *
+MrOutcome *
 mr_pending_add(MrWorker *w)
 {
 	MrOutcome  *o;
@@ -211,6 +213,13 @@ mr_transfer_finish(MrWorker *w, MrJob *job, CURLcode code, long http)
 	old = MemoryContextSwitchTo(w->pending_cxt);
 	memset(&res, 0, sizeof(res));
 	maileroo_http_judge(code, http, &job->buf, &res);
+	if (job->nrefs > 0)
+	{
+		/* A bulk request: an outcome per message (maileroo_bulk.c). */
+		mr_bulk_finish(w, job, &res);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	o = mr_pending_add(w);
 	o->reference_id = pstrdup(job->reference_id);

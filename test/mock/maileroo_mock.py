@@ -82,9 +82,12 @@ A rule (matched in the order added, against API requests only):
      "method": "POST", "times": 1 (0 or null: forever),
      "status": 500, "body": "raw text" | "json": {...}, "message": "...",
      "headers": {"X-Extra": "1"}, "retry_after": 2, "delay": 0.5,
-     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok"}
+     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok",
+     "refuse": ["x@example.org"]}
 A rule with neither status nor mode (or mode "ok") lets the request be
-processed normally, after its delay and with its extra headers.
+processed normally, after its delay and with its extra headers; with
+"refuse", a bulk request's messages to those addresses are refused alone:
+left out of data.reference_ids and not accepted.
 
 Recorded requests are
     {"seq", "time", "method", "path", "headers", "body", "json", "conn",
@@ -425,7 +428,7 @@ def normalize_rule(spec, rule_id):
     if not isinstance(spec, dict):
         raise BadRule("a rule must be a JSON object")
     known = {"path", "method", "times", "status", "body", "json", "headers",
-             "delay", "retry_after", "mode", "message"}
+             "delay", "retry_after", "mode", "message", "refuse"}
     unknown = set(spec) - known
     if unknown:
         raise BadRule("unknown rule keys: %s" % ", ".join(sorted(unknown)))
@@ -471,7 +474,11 @@ def normalize_rule(spec, rule_id):
     message = spec.get("message")
     if message is not None and not isinstance(message, str):
         raise BadRule("message must be a string")
-    return {"id": rule_id, "path": path, "method": method, "times": times,
+    refuse = spec.get("refuse") or []
+    if not isinstance(refuse, list) or not all(isinstance(a, str) for a in refuse):
+        raise BadRule("refuse must be a list of addresses")
+    return {"refuse": [a.lower() for a in refuse],
+            "id": rule_id, "path": path, "method": method, "times": times,
             "remaining": times, "hits": 0, "status": status, "body": body,
             "json": spec.get("json"), "headers": headers, "delay": delay,
             "retry_after": retry_after, "mode": mode, "message": message}
@@ -1084,7 +1091,8 @@ class Handler(BaseHTTPRequestHandler):
                     body = envelope(status < 400, rule["message"] or default_message(status))
                 return answer(status, body, more=extra)
 
-        status, body, more = self.process(method, url, parsed)
+        status, body, more = self.process(method, url, parsed,
+                                          set(rule["refuse"]) if rule else set())
         more.update(extra)
         answer(status, body, more=more)
 
@@ -1119,7 +1127,7 @@ class Handler(BaseHTTPRequestHandler):
                 return True
         return False
 
-    def process(self, method, url, parsed):
+    def process(self, method, url, parsed, refuse=frozenset()):
         """Normal Maileroo behaviour: (status, body, extra headers)."""
         if not self.authorized():
             return 401, envelope(False, MSG_AUTH), {}
@@ -1142,6 +1150,8 @@ class Handler(BaseHTTPRequestHandler):
                                      {"reference_id": msg["reference_id"]}), {}
             if sub == "/emails/bulk":
                 msgs = validate_bulk(parsed)
+                msgs = [m for m in msgs
+                        if not any(a.lower() in refuse for a in m["recipients"])]
                 for m in msgs:
                     self.state.accept(m)
                 return 200, envelope(True, MSG_BULK_QUEUED,
