@@ -95,7 +95,7 @@ mr_temp_install() {
 	cp -a "$sharedir" "$dest$(dirname "$sharedir")/"
 	make -s -C "$MR_TOP" install DESTDIR="$dest" PG_CONFIG="$PG_CONFIG" >/dev/null
 	MR_BINDIR=$dest$PG_BINDIR
-	# Citus too, when its archive is at hand (test/t/030_citus.pl uses it).
+	# Citus too, when its archive is at hand (test/t/040_citus.pl uses it).
 	if mr_citus_archive >/dev/null 2>&1; then
 		tar -C "$dest" -xJf "$(mr_citus_archive)" || mr_die "cannot unpack $(mr_citus_archive)"
 	fi
