@@ -5,13 +5,16 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
+	src/maileroo_account.o \
 	src/maileroo_event.o \
 	src/maileroo_signature.o \
 	src/maileroo_http.o \
 	src/maileroo_outbox.o \
+	src/maileroo_campaign.o \
 	src/maileroo_request.o \
 	src/maileroo_send.o \
 	src/maileroo_queue.o \
+	src/maileroo_bulk.o \
 	src/maileroo_scheduler.o \
 	src/maileroo_status.o \
 	src/maileroo_transfer.o \

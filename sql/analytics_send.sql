@@ -2,6 +2,10 @@
 -- suppresses the address as its event is stored, and the next send leaves
 -- it out.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 \! curl -s -o /dev/null -X POST "$MAILEROO_MOCK_URL/_mock/reset"
@@ -69,4 +73,4 @@ SELECT maileroo_send_now('shop@example.com', 'gone@example.org', 'Welcome back',
 						 reference_id => 'e00000000000000000000005') AS sent;
 \! python3 test/send/show_requests.py 1
 
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

@@ -3,6 +3,12 @@
 -- answers.  Rows go straight into the tables, as the worker and
 -- maileroo_ingest would write them.
 CREATE EXTENSION maileroo;
+-- The outbox rows written below as fixtures belong to one sending account.
+ALTER TABLE maileroo_outbox ALTER account SET DEFAULT 'shop';
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 
@@ -224,4 +230,4 @@ CALL maileroo_purge('1 day', 0);
 DROP FUNCTION test_event(text, text, text, text, text, text, text, jsonb);
 DROP FUNCTION test_plan_indexes(text);
 DROP FUNCTION test_plan_scans(text);
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

@@ -1,6 +1,8 @@
 -- Suppressions: manual entries, and the entries that hard bounces,
 -- complaints and rejections add as their events are stored.
 CREATE EXTENSION maileroo;
+-- The outbox rows written below as fixtures belong to one sending account.
+ALTER TABLE maileroo_outbox ALTER account SET DEFAULT 'shop';
 SET TimeZone = 'UTC';
 SET DateStyle = 'ISO, YMD';
 

@@ -2,6 +2,10 @@
 -- leaves.  Everything here runs in transactions that roll back, so nothing
 -- is delivered and the output does not depend on the worker.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 -- Invalid input is refused before anything is queued.
 SELECT maileroo_send('not-an-address', 'jane@example.org', 'Hello', plain => 'hi');
 SELECT maileroo_send('shop@example.com', 'jane@example.org', 'Hello');
@@ -42,7 +46,8 @@ SELECT count(*) AS queued FROM maileroo_outbox;
 -- and cancels only what it queued.
 CREATE ROLE regress_outbox_alice;
 CREATE ROLE regress_outbox_bob;
-GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) TO regress_outbox_alice, regress_outbox_bob;
+GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) TO regress_outbox_alice, regress_outbox_bob;
+GRANT USAGE ON FOREIGN SERVER mock TO regress_outbox_alice, regress_outbox_bob;
 GRANT EXECUTE ON FUNCTION maileroo_cancel(text) TO regress_outbox_alice, regress_outbox_bob;
 BEGIN;
 SET LOCAL ROLE regress_outbox_alice;
@@ -92,11 +97,12 @@ SET ROLE regress_outbox_bob;
 SELECT maileroo_worker_status();
 RESET ROLE;
 REVOKE ALL ON maileroo_outbox FROM regress_outbox_alice, regress_outbox_bob;
-REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM regress_outbox_alice, regress_outbox_bob;
+REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM regress_outbox_alice, regress_outbox_bob;
+REVOKE ALL ON FOREIGN SERVER mock FROM regress_outbox_alice, regress_outbox_bob;
 REVOKE ALL ON FUNCTION maileroo_cancel(text) FROM regress_outbox_alice, regress_outbox_bob;
 DROP ROLE regress_outbox_alice;
 DROP ROLE regress_outbox_bob;
 -- What maileroo_worker_status() returns.
 SELECT database, queued, retrying, sending, sent, failed, cancelled, suppressed
   FROM maileroo_worker_status();
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

@@ -1,6 +1,10 @@
 -- maileroo_send_now and maileroo_send_template_now: the request each
 -- combination of arguments produces, exactly as the mock Maileroo received it.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 \! curl -s -o /dev/null -X POST "$MAILEROO_MOCK_URL/_mock/reset"
 
 -- The smallest message: from and to objects, subject, one body.  The
@@ -92,4 +96,4 @@ SELECT count(maileroo_send_now('shop@example.com', 'jane@example.org', 'Hi ' || 
   FROM generate_series(1, 20) i;
 \! curl -s "$MAILEROO_MOCK_URL/_mock/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print("requests:", s["requests"], "connections:", s["connections"])'
 
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

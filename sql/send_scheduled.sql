@@ -1,6 +1,10 @@
 -- maileroo_scheduled lists mail scheduled at Maileroo; maileroo_cancel_scheduled
 -- cancels it.  Also: suppressed recipients are left out of synchronous sends.
 CREATE EXTENSION maileroo;
+-- The sending account: the mock Maileroo server the test run started.
+DO $$ BEGIN EXECUTE format('CREATE SERVER mock FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url %L)',
+                           current_setting('maileroo_test.mock_url')); END $$;
+CREATE USER MAPPING FOR PUBLIC SERVER mock OPTIONS (api_key 'test-key');
 \! curl -s -o /dev/null -X POST "$MAILEROO_MOCK_URL/_mock/reset"
 
 -- Three scheduled messages, from two domains.
@@ -82,4 +86,4 @@ DO $$ BEGIN
 END $$;
 
 \! curl -s -o /dev/null -X DELETE "$MAILEROO_MOCK_URL/_mock/rules"
-DROP EXTENSION maileroo;
+DROP EXTENSION maileroo CASCADE;

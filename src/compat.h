@@ -192,4 +192,13 @@ mr_hmac_sha256(const uint8 *key, size_t keylen, const uint8 *data,
 #define MR_MODULE_MAGIC PG_MODULE_MAGIC
 #endif
 
+/* USAGE on a foreign server (object_aclcheck since 16). */
+#if PG_VERSION_NUM >= 160000
+#define mr_server_aclcheck(srvid, roleid, mode) \
+	object_aclcheck(ForeignServerRelationId, (srvid), (roleid), (mode))
+#else
+#define mr_server_aclcheck(srvid, roleid, mode) \
+	pg_foreign_server_aclcheck((srvid), (roleid), (mode))
+#endif
+
 #endif							/* MAILEROO_COMPAT_H */

@@ -7,11 +7,10 @@
  * which case the delivery worker is registered at server start, or on first
  * use of one of its functions.  Settings are defined here either way.
  *
- * The two secrets (maileroo.api_key, maileroo.webhook_secret) are
- * superuser-only and hidden from SHOW ALL and pg_settings.  Their check hook
- * refuses values coming from ALTER DATABASE/ROLE ... SET and function SET
- * clauses, because those are stored in catalogs (pg_db_role_setting,
- * pg_proc.proconfig) that every role can read.
+ * No setting holds a secret or says where mail goes: PostgreSQL logs every
+ * changed setting on reload, and until the library is loaded in a session a
+ * maileroo.* setting is a placeholder any role can SHOW.  Keys, webhook
+ * secrets and API URLs belong to sending accounts (maileroo_account.c).
  *
  * src/maileroo.c
  *
@@ -26,86 +25,17 @@
 
 MR_MODULE_MAGIC;
 
-char	   *maileroo_api_key = NULL;
-char	   *maileroo_api_url = NULL;
 int			maileroo_timeout_ms = MAILEROO_DEFAULT_TIMEOUT_MS;
 int			maileroo_connect_timeout_ms = MAILEROO_DEFAULT_CONNECT_TIMEOUT_MS;
-char	   *maileroo_webhook_secret = NULL;
 int			maileroo_max_attempts = MAILEROO_DEFAULT_MAX_ATTEMPTS;
 int			maileroo_concurrency = MAILEROO_DEFAULT_CONCURRENCY;
 char	   *maileroo_database_name = NULL;
 
 void		_PG_init(void);
 
-/*
- * Refuse a secret from a place every role can read.  An empty value is
- * always allowed, so a stray setting can be reset.
- */
-static bool
-check_secret(char **newval, void **extra, GucSource source)
-{
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-
-	switch (source)
-	{
-		case PGC_S_GLOBAL:
-		case PGC_S_DATABASE:
-		case PGC_S_USER:
-		case PGC_S_DATABASE_USER:
-		case PGC_S_TEST:
-			GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
-			GUC_check_errmsg("maileroo secrets cannot be set per database, per role or per function");
-			GUC_check_errdetail("Such settings are stored in pg_db_role_setting or pg_proc, which every role can read.");
-			GUC_check_errhint("Set it in postgresql.conf or with ALTER SYSTEM, then reload.");
-			return false;
-		default:
-			return true;
-	}
-}
-
-/* maileroo.api_url must be an http(s) URL; a trailing slash is dropped. */
-static bool
-check_api_url(char **newval, void **extra, GucSource source)
-{
-	char	   *url = *newval;
-	size_t		len;
-
-	if (url == NULL)
-		return true;
-	if (pg_strncasecmp(url, "https://", 8) != 0 &&
-		pg_strncasecmp(url, "http://", 7) != 0)
-	{
-		GUC_check_errdetail("maileroo.api_url must start with https:// or http://.");
-		return false;
-	}
-	len = strlen(url);
-	while (len > 0 && url[len - 1] == '/')
-		url[--len] = '\0';
-	return true;
-}
-
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("maileroo.api_key",
-							   "Maileroo sending key.",
-							   "Set it in postgresql.conf or with ALTER SYSTEM; it is never shown to other roles.",
-							   &maileroo_api_key,
-							   "",
-							   PGC_SUSET,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_secret, NULL, NULL);
-
-	DefineCustomStringVariable("maileroo.api_url",
-							   "Base URL of the Maileroo sending API.",
-							   NULL,
-							   &maileroo_api_url,
-							   MAILEROO_DEFAULT_API_URL,
-							   PGC_SUSET,
-							   0,
-							   check_api_url, NULL, NULL);
-
 	DefineCustomIntVariable("maileroo.timeout",
 							"Time allowed for one whole Maileroo API request.",
 							NULL,
@@ -125,15 +55,6 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
-
-	DefineCustomStringVariable("maileroo.webhook_secret",
-							   "Shared secret that signs Maileroo webhooks.",
-							   "Set it in postgresql.conf or with ALTER SYSTEM; it is never shown to other roles.",
-							   &maileroo_webhook_secret,
-							   "",
-							   PGC_SUSET,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
-							   check_secret, NULL, NULL);
 
 	DefineCustomIntVariable("maileroo.max_attempts",
 							"Delivery attempts before a queued message is marked failed.",

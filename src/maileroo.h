@@ -38,11 +38,8 @@
 #define MAILEROO_SCHEDULE_MAX_DAYS		21
 
 /* maileroo.c: settings */
-extern char *maileroo_api_key;
-extern char *maileroo_api_url;
 extern int	maileroo_timeout_ms;
 extern int	maileroo_connect_timeout_ms;
-extern char *maileroo_webhook_secret;
 extern int	maileroo_max_attempts;
 extern int	maileroo_concurrency;
 extern char *maileroo_database_name;
@@ -52,5 +49,17 @@ extern void maileroo_worker_init(void);
 
 /* maileroo_wakeup.c: wake (or start) this database's worker at commit */
 extern void maileroo_outbox_wake_at_commit(void);
+
+/*
+ * maileroo_outbox.c: run a prepared statement as the owner of the
+ * extension's tables (owner), with SECURITY_RESTRICTED_OPERATION, raising
+ * unless SPI answers expected; returns SPI_processed.  SPI must be
+ * connected.  And the owner of a relation.
+ */
+struct _SPI_plan;
+extern uint64 maileroo_run_as_owner(struct _SPI_plan *plan, Oid owner,
+									Datum *args, const char *nulls,
+									int expected);
+extern Oid	maileroo_relation_owner(Oid relid);
 
 #endif							/* MAILEROO_H */

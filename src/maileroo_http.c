@@ -23,8 +23,9 @@
  *   statement_timeout waits.  CURLOPT_NOSIGNAL keeps libcurl away from
  *   signals; no signal handler is installed.
  *
- * - The API key is placed only in the Authorization header list handed to
- *   libcurl.  CURLOPT_VERBOSE is never set and no message built here
+ * - The URL and key come from the sending account (maileroo_account.c),
+ *   read for each call.  The key is placed only in the Authorization header
+ *   list handed to libcurl, and our copy is wiped once it is there.  CURLOPT_VERBOSE is never set and no message built here
  *   contains a header, so the key never reaches a log line or an error.
  *
  * - maileroo_http_judge() parses Maileroo's envelope
@@ -38,6 +39,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_http.h"
+#include "maileroo_account.h"
 
 #include <time.h>
 
@@ -184,25 +186,6 @@ maileroo_http_global_init(void)
 	}
 }
 
-/* Raise the documented error when no API key is set, or a bad one. */
-static void
-check_api_key(void)
-{
-	const char *k;
-
-	if (maileroo_api_key == NULL || maileroo_api_key[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("maileroo.api_key is not set"),
-				 errhint("As a superuser, run ALTER SYSTEM SET maileroo.api_key = '...'; then SELECT pg_reload_conf(); (or set it in postgresql.conf).")));
-	for (k = maileroo_api_key; *k; k++)
-		if ((unsigned char) *k < 0x20 || *k == 0x7f)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("maileroo.api_key contains a control character"),
-					 errdetail("An HTTP header cannot carry it.")));
-}
-
 /* curl_slist_append that frees the list and raises on failure. */
 static struct curl_slist *
 slist_append(struct curl_slist *list, const char *s)
@@ -224,7 +207,8 @@ slist_append(struct curl_slist *list, const char *s)
  * handle is set again, so a handle can be reused without curl_easy_reset().
  */
 void
-maileroo_http_prepare(CURL *easy, const char *method, const char *path,
+maileroo_http_prepare(CURL *easy, const char *api_url, const char *api_key,
+					  const char *method, const char *path,
 					  const char *body, struct curl_slist **headers,
 					  MailerooHttpBuffer *buf, bool interruptible)
 {
@@ -232,11 +216,8 @@ maileroo_http_prepare(CURL *easy, const char *method, const char *path,
 	char	   *url;
 	char	   *auth;
 
-	check_api_key();
-
-	url = psprintf("%s%s", maileroo_api_url ? maileroo_api_url : MAILEROO_DEFAULT_API_URL,
-				   path);
-	auth = psprintf("Authorization: Bearer %s", maileroo_api_key);
+	url = psprintf("%s%s", api_url, path);
+	auth = psprintf("Authorization: Bearer %s", api_key);
 	list = slist_append(list, auth);
 	/* Do not leave a copy of the key in palloc'd memory. */
 	explicit_bzero(auth, strlen(auth));
@@ -736,14 +717,17 @@ get_backend_easy(void)
  * an ERROR.
  */
 void
-maileroo_http_call(const char *method, const char *path, const char *body,
-				   MailerooResult *result)
+maileroo_http_call(const char *account, const char *method, const char *path,
+				   const char *body, MailerooResult *result)
 {
 	CURL	   *easy = get_backend_easy();
 	struct curl_slist *volatile headers = NULL;
+	MailerooAccount *volatile acct;
 	MailerooHttpBuffer buf;
 
 	memset(&buf, 0, sizeof(buf));
+	/* The key is read now, for this call: a rotated key is used at once. */
+	acct = maileroo_account_get(account, GetUserId(), MR_ACCOUNT_KEY, false);
 
 	PG_TRY();
 	{
@@ -751,8 +735,10 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 		CURLcode	code;
 		long		status = 0;
 
-		maileroo_http_prepare(easy, method, path, body, &h, &buf, true);
+		maileroo_http_prepare(easy, acct->api_url, acct->api_key, method, path,
+							  body, &h, &buf, true);
 		headers = h;
+		maileroo_account_wipe(acct);
 
 		code = curl_easy_perform(easy);
 		if (code == CURLE_OK)
@@ -773,6 +759,7 @@ maileroo_http_call(const char *method, const char *path, const char *body,
 		curl_easy_setopt(easy, CURLOPT_HEADERDATA, NULL);
 		curl_slist_free_all(headers);
 		maileroo_http_buffer_reset(&buf);
+		maileroo_account_wipe(acct);
 	}
 	PG_END_TRY();
 }
@@ -803,7 +790,7 @@ maileroo_http_raise(const MailerooResult *result, const char *what)
 				(errcode(MR_SQLSTATE_AUTH),
 				 errmsg("Maileroo refused the credentials: %s", msg),
 				 errdetail("HTTP status %ld.", status),
-				 errhint("Check maileroo.api_key.")));
+				 errhint("Check the api_key of the sending account.")));
 	if (status == 429)
 	{
 		if (result->retry_after_ms >= 0)

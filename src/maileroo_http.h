@@ -52,18 +52,19 @@ typedef struct MailerooResult
 } MailerooResult;
 
 /*
- * Configure an easy handle for one API call: URL (maileroo.api_url + path),
- * method, JSON body (not copied: it must outlive the transfer), auth and
+ * Configure an easy handle for one API call: URL (api_url + path), method, JSON body (not copied: it must outlive the transfer), auth and
  * content headers (*headers receives the list; the caller frees it with
  * curl_slist_free_all), User-Agent, TLS verification, no redirects, the
  * timeouts from the settings, CURLOPT_NOSIGNAL, and the write/header
  * callbacks into buf.  When interruptible is true a progress callback aborts
- * the transfer on query cancel or termination.  Raises ERROR when no API key
- * is set or it holds a control character (never quoting it).
+ * the transfer on query cancel or termination.  api_url and api_key come
+ * from a sending account (maileroo_account.h), already checked; the key is
+ * copied into the header list only.
  * CURLOPT_ERRORBUFFER points at buf->errbuf, so buf must stay where it is
  * until the transfer ends.
  */
-extern void maileroo_http_prepare(CURL *easy, const char *method,
+extern void maileroo_http_prepare(CURL *easy, const char *api_url,
+								  const char *api_key, const char *method,
 								  const char *path, const char *body,
 								  struct curl_slist **headers,
 								  MailerooHttpBuffer *buf, bool interruptible);
@@ -86,14 +87,17 @@ extern void maileroo_http_judge(CURLcode code, long http_status,
 								MailerooResult *result);
 
 /*
- * One synchronous, interruptible API call from a backend, on a curl easy
+ * One synchronous, interruptible API call from a backend, through the
+ * sending account named account (its key read for this call, for the
+ * current user's mapping), on a curl easy
  * handle kept for the life of the backend (so that consecutive calls reuse
  * one keep-alive connection).  Fills *result as maileroo_http_judge() does.
- * Raises ERROR on query cancel, termination, statement_timeout or a missing
- * API key; every other failure is reported in *result.
+ * Raises ERROR on query cancel, termination, statement_timeout, an unknown
+ * account or a missing key; every other failure is reported in *result.
  */
-extern void maileroo_http_call(const char *method, const char *path,
-							   const char *body, MailerooResult *result);
+extern void maileroo_http_call(const char *account, const char *method,
+							   const char *path, const char *body,
+							   MailerooResult *result);
 
 /*
  * Raise the ERROR for a result whose outcome is not MR_OUTCOME_SENT, with

@@ -14,6 +14,10 @@
  * commands as a table's owner.  The statement is fixed and parameterised:
  * the caller controls only the values.
  *
+ * The request builder chooses the sending account (by the account argument
+ * or the sender's domain) and checks the caller's USAGE on it; the row
+ * records the account's name, never its key.
+ *
  * After the row is written, maileroo_outbox_wake_at_commit() (in
  * maileroo_wakeup.c) arranges for the delivery worker to be woken when the
  * transaction commits.  A rolled-back transaction leaves no row behind and
@@ -96,7 +100,7 @@ mr_outbox_lookup(FunctionCallInfo fcinfo, Oid *owner)
 	{
 		const char *qname = quote_qualified_identifier(get_namespace_name(nsp),
 													   "maileroo_outbox");
-		Oid			insert_args[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, NAMEOID, TEXTOID};
+		Oid			insert_args[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, NAMEOID, TEXTOID, TEXTOID};
 		Oid			cancel_args[3] = {TEXTOID, NAMEOID, BOOLOID};
 		char	   *sql;
 		SPIPlanPtr	insert_plan,
@@ -107,11 +111,11 @@ mr_outbox_lookup(FunctionCallInfo fcinfo, Oid *owner)
 		 * A generated reference_id (96 random bits) cannot collide: it skips
 		 * the speculative insertion that a given one needs.
 		 */
-		sql = psprintf("INSERT INTO %s (reference_id, endpoint, request, status, queued_by, last_error)"
-					   " VALUES ($1, $2, $3::pg_catalog.json, $4, $5, $6)", qname);
-		insert_plan = mr_prepare(sql, 6, insert_args);
+		sql = psprintf("INSERT INTO %s (reference_id, endpoint, request, status, queued_by, last_error, account)"
+					   " VALUES ($1, $2, $3::pg_catalog.json, $4, $5, $6, $7)", qname);
+		insert_plan = mr_prepare(sql, 7, insert_args);
 		sql = psprintf("%s ON CONFLICT (reference_id) DO NOTHING", sql);
-		insert_given_plan = mr_prepare(sql, 6, insert_args);
+		insert_given_plan = mr_prepare(sql, 7, insert_args);
 		sql = psprintf("UPDATE %s SET status = 'cancelled', lease_until = NULL,"
 					   " last_error = 'cancelled by '::pg_catalog.text OPERATOR(pg_catalog.||) $2::pg_catalog.text"
 					   " WHERE reference_id OPERATOR(pg_catalog.=) $1"
@@ -165,6 +169,28 @@ mr_run_as_owner(SPIPlanPtr plan, Oid owner, Datum *args, const char *nulls,
 	return SPI_processed;
 }
 
+/* See maileroo.h. */
+uint64
+maileroo_run_as_owner(SPIPlanPtr plan, Oid owner, Datum *args,
+					  const char *nulls, int expected)
+{
+	return mr_run_as_owner(plan, owner, args, nulls, expected);
+}
+
+/* See maileroo.h. */
+Oid
+maileroo_relation_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /*
  * Validate and queue one message (is_template picks the endpoint).  Returns
  * the reference_id.  Raises ERROR on invalid arguments (from the request
@@ -175,8 +201,8 @@ mr_queue(FunctionCallInfo fcinfo, bool is_template)
 {
 	MailerooRequest *req;
 	Oid			owner;
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', 'n'};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', 'n', ' '};
 	NameData	queued_by;
 	uint64		n;
 
@@ -198,6 +224,7 @@ mr_queue(FunctionCallInfo fcinfo, bool is_template)
 		args[5] = CStringGetTextDatum("not sent: every recipient is on the suppression list");
 		nulls[5] = ' ';
 	}
+	args[6] = CStringGetTextDatum(req->account);
 	/* Argument 13 is reference_id in both signatures. */
 	n = mr_run_as_owner(PG_ARGISNULL(13) ? mr_cache.insert_plan : mr_cache.insert_given_plan,
 						owner, args, nulls, SPI_OK_INSERT);

@@ -31,6 +31,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_worker.h"
+#include "maileroo_account.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -38,11 +39,15 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "pgstat.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+
+/* A claimed row whose account has no usable key is tried again this late. */
+#define MR_NO_KEY_WAIT_MS	5000
 
 /* Plans, valid for the extension they were made for. */
 static Oid	mr_plan_ext = InvalidOid;
@@ -50,6 +55,7 @@ static SPIPlanPtr mr_plan_claim;
 static SPIPlanPtr mr_plan_record;
 static SPIPlanPtr mr_plan_orphans;
 static SPIPlanPtr mr_plan_next_due;
+static SPIPlanPtr mr_plan_no_key;
 
 /* The text each MrRowStatus is stored as. */
 static const char *const mr_row_status_names[] = {
@@ -69,13 +75,17 @@ mr_queue_forget_plans(void)
 		SPI_freeplan(mr_plan_orphans);
 	if (mr_plan_next_due)
 		SPI_freeplan(mr_plan_next_due);
+	if (mr_plan_no_key)
+		SPI_freeplan(mr_plan_no_key);
 	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
+	mr_plan_no_key = NULL;
 	mr_plan_ext = InvalidOid;
+	mr_bulk_forget_plans();
 }
 
 /* Prepare and keep fmt, every @ in it standing for the extension's schema. */
-static SPIPlanPtr
-mr_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
+SPIPlanPtr
+mr_queue_prepare(const char *fmt, const char *schema, int nargs, Oid *argtypes)
 {
 	StringInfoData sql;
 	SPIPlanPtr	plan;
@@ -127,6 +137,7 @@ mr_ensure_plans(void)
 	Oid			record_args[6] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 	TEXTARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID};
 	Oid			orphan_args[1] = {BOOLOID};
+	Oid			no_key_args[3] = {TEXTOID, TEXTOID, FLOAT8OID};
 
 	if (!OidIsValid(ext))
 	{
@@ -141,19 +152,29 @@ mr_ensure_plans(void)
 	if (schema == NULL)
 		return false;
 
-	mr_plan_claim = mr_prepare(
+	mr_plan_claim = mr_queue_prepare(
 							   "UPDATE @.maileroo_outbox o"
 							   "   SET status = 'sending', attempts = o.attempts + 1,"
 							   "       lease_until = now() + $2 * interval '1 millisecond'"
 							   " WHERE o.reference_id = ANY (ARRAY("
 							   "       SELECT reference_id FROM @.maileroo_outbox"
 							   "        WHERE status IN ('queued', 'retrying')"
+							   "          AND campaign_id IS NULL"
 							   "          AND next_attempt_at <= now()"
 							   "        ORDER BY next_attempt_at LIMIT $1"
 							   "          FOR UPDATE SKIP LOCKED))"
-							   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts",
+							   " RETURNING o.reference_id, o.endpoint, o.request::text, o.attempts,"
+							   "           o.account, o.queued_by",
 							   schema, 2, claim_args);
-	mr_plan_record = mr_prepare(
+	/* A claimed row whose account has no usable key waits, no attempt used. */
+	mr_plan_no_key = mr_queue_prepare(
+								"UPDATE @.maileroo_outbox"
+								"   SET status = 'retrying', attempts = attempts - 1, lease_until = NULL,"
+								"       next_attempt_at = now() + $3 * interval '1 millisecond',"
+								"       last_error = $2"
+								" WHERE reference_id = $1 AND status = 'sending'",
+								schema, 3, no_key_args);
+	mr_plan_record = mr_queue_prepare(
 								"UPDATE @.maileroo_outbox o"
 								"   SET status = r.status,"
 								"       last_http_status = r.http,"
@@ -167,22 +188,27 @@ mr_ensure_plans(void)
 								"  FROM unnest($1, $2, $3, $4, $5, $6) AS r(ref, status, http, err, resp, delay_ms)"
 								" WHERE o.reference_id = r.ref AND o.status = 'sending'",
 								schema, 6, record_args);
-	mr_plan_orphans = mr_prepare(
+	mr_plan_orphans = mr_queue_prepare(
 								 "UPDATE @.maileroo_outbox"
 								 "   SET status = 'retrying', next_attempt_at = now(), lease_until = NULL,"
 								 "       last_error = 'delivery was interrupted before an answer arrived; sent again with the same reference_id'"
 								 " WHERE status = 'sending' AND ($1 OR lease_until < now())",
 								 schema, 1, orphan_args);
-	mr_plan_next_due = mr_prepare(
-								  "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
-								  "  FROM @.maileroo_outbox WHERE status IN ('queued', 'retrying')",
+	mr_plan_next_due = mr_queue_prepare(
+								  "SELECT extract(epoch FROM least("
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NULL),"
+								  "  (SELECT min(next_attempt_at) FROM @.maileroo_outbox"
+								  "    WHERE status IN ('queued', 'retrying') AND campaign_id IS NOT NULL))"
+								  "  - now())::float8 * 1000",
 								  schema, 0, NULL);
+	mr_bulk_prepare(schema);
 	mr_plan_ext = ext;
 	return true;
 }
 
 /* A text[] Datum from C strings, NULL pointers becoming NULL elements. */
-static Datum
+Datum
 mr_text_array(char **vals, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
@@ -260,13 +286,24 @@ mr_queue_requeue_orphans(bool all)
 
 /*
  * Statement 3: claim up to claim_n due rows into free job slots (their
- * strings in the job's context).  Returns how many were claimed.
+ * strings in the job's context).  Each row is sent through the account it
+ * records, with the key read now for the role that queued it (rotation
+ * needs no restart; consecutive rows of one account and role share one
+ * read).  A row whose account has no usable key goes back to 'retrying'
+ * without using an attempt.  Returns how many were claimed into slots.
  */
 static int
 mr_queue_claim(MrWorker *w, int claim_n)
 {
 	Datum		args[2];
 	uint64		i;
+	uint64		nrows;
+	SPITupleTable *claimed;
+	int			nclaimed = 0;
+	MailerooAccount *acct = NULL;
+	char	   *problem = NULL;
+	char	   *acct_name = NULL;
+	char	   *acct_role = NULL;
 
 	args[0] = Int32GetDatum(claim_n);
 	args[1] = Float8GetDatum((double) maileroo_timeout_ms +
@@ -274,23 +311,54 @@ mr_queue_claim(MrWorker *w, int claim_n)
 	if (SPI_execute_plan(mr_plan_claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queued messages");
 
-	for (i = 0; i < SPI_processed; i++)
+	claimed = SPI_tuptable;
+	nrows = SPI_processed;
+	for (i = 0; i < nrows; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		MrJob	   *job = mr_transfer_free_job(w);
+		HeapTuple	tup = claimed->vals[i];
+		TupleDesc	desc = claimed->tupdesc;
+		char	   *account = SPI_getvalue(tup, desc, 5);
+		char	   *queued_by = SPI_getvalue(tup, desc, 6);
+		MrJob	   *job;
 		MemoryContext old;
 		bool		isnull;
 
+		if (acct_name == NULL || strcmp(acct_name, account) != 0 ||
+			strcmp(acct_role, queued_by) != 0)
+		{
+			maileroo_account_wipe(acct);
+			acct = maileroo_account_try_get_key(account, get_role_oid(queued_by, true),
+												&problem);
+			acct_name = account;
+			acct_role = queued_by;
+		}
+		if (acct == NULL)
+		{
+			Datum		nk[3];
+
+			nk[0] = CStringGetTextDatum(SPI_getvalue(tup, desc, 1));
+			nk[1] = CStringGetTextDatum(problem);
+			nk[2] = Float8GetDatum((double) MR_NO_KEY_WAIT_MS);
+			if (SPI_execute_plan(mr_plan_no_key, nk, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not put back a message");
+			mr_status_note_error(problem);
+			continue;
+		}
+
+		job = mr_transfer_free_job(w);
 		old = MemoryContextSwitchTo(job->cxt);
 		job->reference_id = SPI_getvalue(tup, desc, 1);
 		job->path = SPI_getvalue(tup, desc, 2);
 		job->body = SPI_getvalue(tup, desc, 3);
 		job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		job->api_url = pstrdup(acct->api_url);
+		job->api_key = pstrdup(acct->api_key);
 		MemoryContextSwitchTo(old);
 		job->busy = true;		/* started after commit */
+		nclaimed++;
 	}
-	return (int) SPI_processed;
+	maileroo_account_wipe(acct);
+	return nclaimed;
 }
 
 /* Statement 4: ms until the next row falls due, or -1 when none is waiting. */
@@ -340,6 +408,9 @@ mr_queue_step(MrWorker *w, MrStep *step)
 			mr_queue_requeue_orphans(step->orphans_all);
 		if (step->claim_n > 0)
 			step->nclaimed = mr_queue_claim(w, step->claim_n);
+		/* Campaign mail in the slots ordinary mail left (maileroo_bulk.c). */
+		if (step->claim_n > step->nclaimed)
+			step->nclaimed += mr_bulk_claim(w, step->claim_n - step->nclaimed);
 		if (step->claim_n == 0 || step->nclaimed < step->claim_n)
 			step->next_due_ms = mr_queue_next_due();
 	}

@@ -25,6 +25,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_request.h"
+#include "maileroo_account.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"
@@ -72,7 +73,8 @@ enum
 	ARG_TRACKING,
 	ARG_SCHEDULED_AT,
 	ARG_REFERENCE_ID,
-	ARG_IGNORE_SUPPRESSIONS
+	ARG_IGNORE_SUPPRESSIONS,
+	ARG_ACCOUNT
 };
 
 /* Fields of the maileroo_attachment composite type, in its order. */
@@ -83,12 +85,6 @@ enum
 	ATT_CONTENT_TYPE,
 	ATT_INLINE
 };
-
-typedef struct MailerooAddress
-{
-	char	   *address;
-	char	   *display_name;	/* NULL when none */
-} MailerooAddress;
 
 static inline bool
 arg_null(FunctionCallInfo fcinfo, int n)
@@ -376,6 +372,52 @@ append_address_field(StringInfo buf, const char *key, List *list,
 
 /* The prepared suppressions lookup, kept for the backend, and its table. */
 
+/* See maileroo_request.h. */
+void
+maileroo_suppressed_mask(Oid nsp, Oid relid, const Datum *lower, int n,
+						 bool *hit)
+{
+	Oid			indexid = get_relname_relid("maileroo_suppressions_address_key", nsp);
+	Relation	heap;
+	Relation	index;
+	Snapshot	snap;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	int			k;
+
+	if (!OidIsValid(indexid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index maileroo_suppressions_address_key is missing"),
+				 errhint("Reinstall the extension: ALTER EXTENSION maileroo UPDATE, or drop and create it.")));
+
+	/*
+	 * Probe the unique index on lower(address) directly, one descent per
+	 * address through one scan: a send pays a few index descents, not an
+	 * executor start, and a campaign no scan set-up per recipient.  The list
+	 * is internal to the extension, so no privilege check applies.
+	 */
+	heap = table_open(relid, AccessShareLock);
+	index = index_open(indexid, AccessShareLock);
+	snap = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
+	slot = table_slot_create(heap, NULL);
+	scan = mr_index_beginscan(heap, index, snap, 1, 0);
+	for (k = 0; k < n; k++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, lower[k]);
+		key.sk_collation = index->rd_indcollation[0];
+		index_rescan(scan, &key, 1, NULL, 0);
+		hit[k] = index_getnext_slot(scan, ForwardScanDirection, slot);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snap);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+}
+
 /*
  * Drop suppressed recipients from *to, *cc and *bcc, unless ignore is set.
  * The suppression list is the table maileroo_suppressions (column address)
@@ -429,45 +471,14 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 														 DEFAULT_COLLATION_OID));
 	}
 
-	/*
-	 * Probe the unique index on lower(address) directly, one lookup per
-	 * recipient: a send pays a few index descents, not an executor start.
-	 * The list is internal to the extension, so no privilege check applies.
-	 */
 	{
-		Oid			indexid = get_relname_relid("maileroo_suppressions_address_key", nsp);
-		Relation	heap;
-		Relation	index;
-		Snapshot	snap;
-		TupleTableSlot *slot;
+		bool	   *hit = palloc(sizeof(bool) * nelems);
 		int			k;
 
-		if (!OidIsValid(indexid))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("index maileroo_suppressions_address_key is missing"),
-					 errhint("Reinstall the extension: ALTER EXTENSION maileroo UPDATE, or drop and create it.")));
-		heap = table_open(relid, AccessShareLock);
-		index = index_open(indexid, AccessShareLock);
-		snap = RegisterSnapshot(ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot());
-		slot = table_slot_create(heap, NULL);
+		maileroo_suppressed_mask(nsp, relid, elems, nelems, hit);
 		for (k = 0; k < nelems; k++)
-		{
-			ScanKeyData key;
-			IndexScanDesc scan;
-
-			ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_TEXTEQ, elems[k]);
-			key.sk_collation = index->rd_indcollation[0];
-			scan = mr_index_beginscan(heap, index, snap, 1, 0);
-			index_rescan(scan, &key, 1, NULL, 0);
-			if (index_getnext_slot(scan, ForwardScanDirection, slot))
+			if (hit[k])
 				suppressed = lappend(suppressed, TextDatumGetCString(elems[k]));
-			index_endscan(scan);
-		}
-		ExecDropSingleTupleTableSlot(slot);
-		UnregisterSnapshot(snap);
-		index_close(index, AccessShareLock);
-		table_close(heap, AccessShareLock);
 	}
 
 	if (suppressed == NIL)
@@ -870,15 +881,7 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 
 	/* Subject. */
 	subject = required_text(fcinfo, ARG_SUBJECT, "subject");
-	if (*trim(pstrdup(subject)) == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("subject is empty")));
-	if (pg_mbstrlen(subject) > MAILEROO_SUBJECT_MAX_CHARS)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("subject is longer than %d characters", MAILEROO_SUBJECT_MAX_CHARS),
-				 errdetail("It has %d characters.", pg_mbstrlen(subject))));
+	maileroo_check_subject(subject);
 
 	/* Content. */
 	if (is_template)
@@ -969,6 +972,19 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 	}
 	appendStringInfo(&tail, ",\"reference_id\":\"%s\"}", req->reference_id);
 
+	/* The account, before anything is looked up or queued. */
+	{
+		const char *addr = ((MailerooAddress *) linitial(from))->address;
+		char	   *domain = pstrdup(strrchr(addr, '@') + 1);
+		char	   *p;
+
+		for (p = domain; *p; p++)
+			*p = pg_ascii_tolower((unsigned char) *p);
+		req->account = maileroo_account_choose(arg_null(fcinfo, ARG_ACCOUNT) ? NULL :
+											   TextDatumGetCString(PG_GETARG_DATUM(ARG_ACCOUNT)),
+											   domain, GetUserId());
+	}
+
 	if (!arg_null(fcinfo, ARG_IGNORE_SUPPRESSIONS))
 		ignore_suppressions = PG_GETARG_BOOL(ARG_IGNORE_SUPPRESSIONS);
 	maileroo_request_filter_suppressed(fcinfo, req, &to, &cc, &bcc,
@@ -1011,4 +1027,74 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 
 	req->body = buf.data;
 	return req;
+}
+
+/* ----------------------------------------------------------------
+ * Pieces shared with the campaign builder (maileroo_campaign.c)
+ * ----------------------------------------------------------------
+ */
+
+/* See maileroo_request.h. */
+void
+maileroo_check_subject(const char *subject)
+{
+	if (*trim(pstrdup(subject)) == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("subject is empty")));
+	if (pg_mbstrlen(subject) > MAILEROO_SUBJECT_MAX_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("subject is longer than %d characters", MAILEROO_SUBJECT_MAX_CHARS),
+				 errdetail("It has %d characters.", pg_mbstrlen(subject))));
+}
+
+/* See maileroo_request.h. */
+MailerooAddress *
+maileroo_parse_one_address(const char *argname, text *t)
+{
+	List	   *l = parse_address_list(argname, t, true);
+
+	if (l == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is empty", argname)));
+	return (MailerooAddress *) linitial(l);
+}
+
+/* See maileroo_request.h. */
+List *
+maileroo_parse_address_list(const char *argname, text *t)
+{
+	return parse_address_list(argname, t, false);
+}
+
+/* See maileroo_request.h. */
+void
+maileroo_append_address(StringInfo buf, const MailerooAddress *a)
+{
+	append_address(buf, a);
+}
+
+/* See maileroo_request.h. */
+void
+maileroo_append_address_field(StringInfo buf, const char *key, List *list,
+							  bool always_array)
+{
+	append_address_field(buf, key, list, always_array);
+}
+
+/* See maileroo_request.h. */
+void
+maileroo_append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
+						   bool is_header)
+{
+	append_string_map(buf, argname, jb, is_header);
+}
+
+/* See maileroo_request.h. */
+void
+maileroo_append_attachments(StringInfo buf, ArrayType *arr)
+{
+	append_attachments(buf, arr);
 }

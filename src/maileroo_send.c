@@ -17,6 +17,7 @@
  *-------------------------------------------------------------------------
  */
 #include "maileroo_http.h"
+#include "maileroo_account.h"
 #include "maileroo_request.h"
 
 #include "access/htup_details.h"
@@ -65,7 +66,7 @@ send_now(FunctionCallInfo fcinfo, bool is_template)
 				 errdetail("Nothing was sent."),
 				 errhint("Pass ignore_suppressions => true to send anyway.")));
 
-	maileroo_http_call("POST", req->path, req->body, &res);
+	maileroo_http_call(req->account, "POST", req->path, req->body, &res);
 	if (res.outcome != MR_OUTCOME_SENT)
 		maileroo_http_raise(&res, "send");
 
@@ -97,17 +98,30 @@ maileroo_reference_id(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(maileroo_new_reference_id()));
 }
 
-/* maileroo_cancel_scheduled(reference_id): true, or false when unknown. */
+/*
+ * maileroo_cancel_scheduled(reference_id, account): true, or false when
+ * Maileroo does not know the message; NULL for a NULL reference_id.
+ */
 Datum
 maileroo_cancel_scheduled(PG_FUNCTION_ARGS)
 {
-	MemoryContext cxt = call_context("maileroo cancel");
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	char	   *ref = maileroo_check_reference_id(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	MemoryContext cxt;
+	MemoryContext old;
+	char	   *ref;
+	char	   *account;
 	MailerooResult res;
 	bool		cancelled;
 
-	maileroo_http_call("DELETE", psprintf("/emails/scheduled/%s", ref), NULL, &res);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	cxt = call_context("maileroo cancel");
+	old = MemoryContextSwitchTo(cxt);
+	ref = maileroo_check_reference_id(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	account = maileroo_account_choose(PG_ARGISNULL(1) ? NULL :
+									  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+									  NULL, GetUserId());
+
+	maileroo_http_call(account, "DELETE", psprintf("/emails/scheduled/%s", ref), NULL, &res);
 	if (res.outcome == MR_OUTCOME_SENT)
 		cancelled = true;
 	else if (res.http_status == 404)
@@ -291,8 +305,9 @@ jsonb_or_null(JsonbContainer *obj, const char *key, bool *isnull)
 }
 
 /*
- * maileroo_scheduled(page, per_page, domain): one row per scheduled message
- * on that page of Maileroo's list.  Fields Maileroo leaves out, or sends in
+ * maileroo_scheduled(page, per_page, domain, account): one row per scheduled
+ * message on that page of Maileroo's list, asked through account (else the
+ * account serving domain, else the only account).  Fields Maileroo leaves out, or sends in
  * a shape not understood, come back NULL.
  */
 Datum
@@ -307,6 +322,7 @@ maileroo_scheduled(PG_FUNCTION_ARGS)
 	int32		page = PG_ARGISNULL(0) ? 1 : PG_GETARG_INT32(0);
 	int32		per_page = PG_ARGISNULL(1) ? 10 : PG_GETARG_INT32(1);
 	StringInfoData path;
+	char	   *account;
 	MailerooResult res;
 	Jsonb	   *jb;
 	JsonbValue	data;
@@ -347,7 +363,12 @@ maileroo_scheduled(PG_FUNCTION_ARGS)
 		appendStringInfo(&path, "&domain=%s",
 						 url_encode(text_to_cstring(PG_GETARG_TEXT_PP(2))));
 
-	maileroo_http_call("GET", path.data, NULL, &res);
+	account = maileroo_account_choose(PG_ARGISNULL(3) ? NULL :
+									  text_to_cstring(PG_GETARG_TEXT_PP(3)),
+									  PG_ARGISNULL(2) ? NULL :
+									  text_to_cstring(PG_GETARG_TEXT_PP(2)),
+									  GetUserId());
+	maileroo_http_call(account, "GET", path.data, NULL, &res);
 	if (res.outcome != MR_OUTCOME_SENT)
 		maileroo_http_raise(&res, "listing of scheduled mail");
 

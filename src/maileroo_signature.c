@@ -11,15 +11,17 @@
  * signature is simply not a match.
  *
  * maileroo_verify_signature() is pure and granted to everyone.
- * maileroo_ingest_authenticate() reads maileroo.webhook_secret itself, for
- * maileroo_ingest (SECURITY DEFINER), so that the secret never passes
- * through SQL where a caller might see it.
+ * maileroo_ingest_authenticate() reads the webhook secrets of the sending
+ * accounts itself (maileroo_account.h), for maileroo_ingest (SECURITY
+ * DEFINER), so that a secret never passes through SQL where a caller might
+ * see it.
  *
  * src/maileroo_signature.c
  *
  *-------------------------------------------------------------------------
  */
 #include "maileroo.h"
+#include "maileroo_account.h"
 
 #include "fmgr.h"
 #include "utils/builtins.h"
@@ -103,40 +105,70 @@ maileroo_verify_signature(PG_FUNCTION_ARGS)
 }
 
 /*
- * maileroo_ingest_authenticate(body text, signature text) RETURNS void
+ * maileroo_ingest_authenticate(body text, signature text, account text)
+ * RETURNS void
  *
- * When maileroo.webhook_secret is set, raises ERROR (SQLSTATE 28000) unless
- * signature is the body's signature under it.  Neither the secret nor the
- * expected signature appears in any message.
+ * The webhook secrets that apply: the named account's, or (account NULL)
+ * every account's.  When none of them has a secret, any body is accepted,
+ * signed or not.  Otherwise raises ERROR (SQLSTATE 28000) unless signature
+ * is the body's signature under one of them.  Neither a secret nor the
+ * expected signature appears in any message; each secret is wiped after
+ * use.
  */
 Datum
 maileroo_ingest_authenticate(PG_FUNCTION_ARGS)
 {
-	text	   *body;
-	text	   *sig;
+	List	   *names;
+	ListCell   *lc;
+	text	   *body = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	text	   *sig = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+	bool		any_secret = false;
+	bool		matched = false;
 
-	if (maileroo_webhook_secret == NULL || maileroo_webhook_secret[0] == '\0')
+	if (PG_ARGISNULL(2))
+		names = maileroo_account_names();
+	else
+	{
+		/* Raises for an unknown account. */
+		MailerooAccount *acct = maileroo_account_get(text_to_cstring(PG_GETARG_TEXT_PP(2)),
+													 InvalidOid, 0, false);
+
+		names = list_make1(acct->name);
+	}
+
+	foreach(lc, names)
+	{
+		MailerooAccount *acct = maileroo_account_get((char *) lfirst(lc), InvalidOid,
+													 MR_ACCOUNT_SECRET, true);
+
+		if (acct == NULL || acct->webhook_secret == NULL)
+			continue;
+		any_secret = true;
+		if (sig != NULL && body != NULL && VARSIZE_ANY_EXHDR(sig) > 0 &&
+			signature_matches(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body),
+							  VARDATA_ANY(sig), VARSIZE_ANY_EXHDR(sig),
+							  acct->webhook_secret, strlen(acct->webhook_secret)))
+			matched = true;
+		maileroo_account_wipe(acct);
+		if (matched)
+			break;
+	}
+
+	if (!any_secret || matched)
 		PG_RETURN_VOID();
-
-	if (PG_ARGISNULL(1) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(1)) == 0)
+	if (sig == NULL || VARSIZE_ANY_EXHDR(sig) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("webhook signature is missing"),
-				 errdetail("maileroo.webhook_secret is set, so every webhook must be signed."),
+				 errdetail("A sending account has a webhook secret, so every webhook must be signed."),
 				 errhint("Pass the X-Maileroo-Signature header's value as the signature argument.")));
-	if (PG_ARGISNULL(0))
+	if (body == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("webhook body is null")));
-
-	body = PG_GETARG_TEXT_PP(0);
-	sig = PG_GETARG_TEXT_PP(1);
-	if (!signature_matches(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body),
-						   VARDATA_ANY(sig), VARSIZE_ANY_EXHDR(sig),
-						   maileroo_webhook_secret, strlen(maileroo_webhook_secret)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
-				 errmsg("webhook signature does not match"),
-				 errdetail("The signature must be the hex HMAC-SHA256 of the raw body under maileroo.webhook_secret.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("webhook signature does not match"),
+			 errdetail("The signature must be the hex HMAC-SHA256 of the raw body under the webhook secret of the sending account.")));
 	PG_RETURN_VOID();
 }

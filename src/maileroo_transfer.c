@@ -90,9 +90,14 @@ mr_transfer_release(MrJob *job)
 	}
 	maileroo_http_buffer_reset(&job->buf);
 	memset(&job->buf, 0, sizeof(job->buf));
+	if (job->api_key)
+		explicit_bzero(job->api_key, strlen(job->api_key));
 	if (job->cxt)
 		MemoryContextReset(job->cxt);
 	job->reference_id = job->path = job->body = NULL;
+	job->refs = NULL;
+	job->nrefs = 0;
+	job->api_url = job->api_key = NULL;
 }
 
 /* Claims that did not commit: free their slots. */
@@ -121,8 +126,10 @@ mr_transfer_start_claimed(MrWorker *w)
 				elog(ERROR, "curl_easy_init failed");
 		}
 		memset(&job->buf, 0, sizeof(job->buf));
-		maileroo_http_prepare(job->easy, "POST", job->path, job->body,
-							  &job->headers, &job->buf, false);
+		maileroo_http_prepare(job->easy, job->api_url, job->api_key, "POST",
+							  job->path, job->body, &job->headers, &job->buf,
+							  false);
+		explicit_bzero(job->api_key, strlen(job->api_key));
 		curl_easy_setopt(job->easy, CURLOPT_PRIVATE, (void *) job);
 		curl_multi_add_handle(w->multi, job->easy);
 		job->added = true;
@@ -165,7 +172,7 @@ mr_response_json(const char *body)
 }
 
 /* A new pending outcome, in pending_cxt (the caller has switched to it). */
-static MrOutcome *
+MrOutcome *
 mr_pending_add(MrWorker *w)
 {
 	MrOutcome  *o;
@@ -206,6 +213,13 @@ mr_transfer_finish(MrWorker *w, MrJob *job, CURLcode code, long http)
 	old = MemoryContextSwitchTo(w->pending_cxt);
 	memset(&res, 0, sizeof(res));
 	maileroo_http_judge(code, http, &job->buf, &res);
+	if (job->nrefs > 0)
+	{
+		/* A bulk request: an outcome per message (maileroo_bulk.c). */
+		mr_bulk_finish(w, job, &res);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 
 	o = mr_pending_add(w);
 	o->reference_id = pstrdup(job->reference_id);

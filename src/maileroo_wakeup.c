@@ -249,11 +249,4 @@ maileroo_outbox_wake_at_commit(void)
 	if (mr_xact_worker_pid == 0)
 		(void) mr_launch_worker(true);
 	mr_xact_queued = true;
-
-	if (maileroo_api_key == NULL || maileroo_api_key[0] == '\0')
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("maileroo.api_key is not set"),
-				 errdetail("The message stays queued until the key is set."),
-				 errhint("Set maileroo.api_key in postgresql.conf or with ALTER SYSTEM, then reload.")));
 }

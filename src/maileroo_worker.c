@@ -328,12 +328,6 @@ mr_step(MrWorker *w)
 
 	budget = mr_sched_claim_budget(w);
 	do_claim = w->want_claim && !w->ext_missing && !paused && budget > 0;
-	if (do_claim && (maileroo_api_key == NULL || maileroo_api_key[0] == '\0'))
-	{
-		mr_status_note_error("maileroo.api_key is not set: queued mail waits until it is");
-		do_claim = false;
-		w->want_claim = false;
-	}
 	do_record = w->npending > 0 && !paused &&
 		(do_claim || w->in_flight == 0 ||
 		 w->npending >= Max(1, maileroo_concurrency / 4) ||

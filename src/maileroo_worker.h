@@ -11,6 +11,9 @@
  *							(record, requeue orphans, claim, next due)
  *	 maileroo_transfer.c	the requests in flight on one curl multi handle,
  *							and turning an answer into an outcome
+ *	 maileroo_bulk.c		campaign rows: claimed into POST /emails/bulk
+ *							requests, one answer split into an outcome
+ *							per message
  *	 maileroo_scheduler.c	per-account pacing: how much may be claimed now,
  *							and what an answer says about the account
  *	 maileroo_status.c		shared memory: which worker serves which
@@ -73,7 +76,11 @@ typedef struct MrJob
 	char	   *reference_id;
 	char	   *path;
 	char	   *body;
-	int			attempts;
+	int			attempts;		/* the largest of its messages' */
+	int			nrefs;			/* a bulk request's messages; 0 otherwise */
+	char	  **refs;			/* their reference ids, in body order */
+	char	   *api_url;		/* from the row's account, read at claim */
+	char	   *api_key;		/* wiped once it is in the header list */
 } MrJob;
 
 /* One finished request waiting to be recorded. */
@@ -137,6 +144,15 @@ typedef struct MrWorker
 /* maileroo_queue.c: the statements of a transaction step */
 extern bool mr_queue_step(MrWorker *w, MrStep *step);
 extern void mr_queue_forget_plans(void);
+extern struct _SPI_plan *mr_queue_prepare(const char *fmt, const char *schema,
+										  int nargs, Oid *argtypes);
+extern Datum mr_text_array(char **vals, int n);
+
+/* maileroo_bulk.c: campaign rows through POST /emails/bulk */
+extern void mr_bulk_prepare(const char *schema);
+extern void mr_bulk_forget_plans(void);
+extern int	mr_bulk_claim(MrWorker *w, int max_jobs);
+extern void mr_bulk_finish(MrWorker *w, MrJob *job, const MailerooResult *res);
 
 /* maileroo_transfer.c: requests in flight */
 extern void mr_transfer_init(MrWorker *w);
@@ -150,6 +166,7 @@ extern void mr_transfer_release_unstarted(MrWorker *w);
 extern bool mr_transfer_abandon_all(MrWorker *w);
 extern void mr_transfer_cleanup(MrWorker *w);
 extern void mr_pending_forget(MrWorker *w);
+extern MrOutcome *mr_pending_add(MrWorker *w);
 
 /* maileroo_scheduler.c: how much to claim, and what an answer means */
 extern int	mr_sched_claim_budget(MrWorker *w);

@@ -104,18 +104,20 @@ AS 'MODULE_PATHNAME', 'maileroo_verify_signature'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION maileroo_verify_signature(text, text, text) IS 'True when signature is the hex HMAC-SHA256 of body under secret (optional sha256= prefix, either case)';
 
--- Raises unless the signature matches maileroo.webhook_secret (when set).
--- Only maileroo_ingest needs it.
-CREATE FUNCTION maileroo_ingest_authenticate(body text, signature text)
+-- Raises unless the signature matches the webhook secret of the account
+-- (or of any account, when account is NULL), when there is one.  Only
+-- maileroo_ingest needs it.
+CREATE FUNCTION maileroo_ingest_authenticate(body text, signature text, account text)
 RETURNS void
 AS 'MODULE_PATHNAME', 'maileroo_ingest_authenticate'
 LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION maileroo_ingest_authenticate(text, text) IS 'Check a webhook signature against maileroo.webhook_secret (used by maileroo_ingest)';
-REVOKE ALL ON FUNCTION maileroo_ingest_authenticate(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION maileroo_ingest_authenticate(text, text, text) IS 'Check a webhook signature against the sending accounts'' webhook secrets (used by maileroo_ingest)';
+REVOKE ALL ON FUNCTION maileroo_ingest_authenticate(text, text, text) FROM PUBLIC;
 
 -- The ingest endpoint: check the signature, then store every event once.
 -- An event that does not parse is kept in maileroo_rejected_events.
-CREATE FUNCTION maileroo_ingest(body text, signature text DEFAULT NULL)
+CREATE FUNCTION maileroo_ingest(body text, signature text DEFAULT NULL,
+	account text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -129,7 +131,7 @@ DECLARE
 	msg text;
 	state text;
 BEGIN
-	PERFORM @extschema@.maileroo_ingest_authenticate(body, signature);
+	PERFORM @extschema@.maileroo_ingest_authenticate(body, signature, account);
 	IF body IS NULL THEN
 		RAISE EXCEPTION 'webhook body is null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
@@ -153,5 +155,5 @@ BEGIN
 	RETURN total;
 END
 $$;
-COMMENT ON FUNCTION maileroo_ingest(text, text) IS 'Verify and store a Maileroo webhook body; returns the number of new events';
-REVOKE ALL ON FUNCTION maileroo_ingest(text, text) FROM PUBLIC;
+COMMENT ON FUNCTION maileroo_ingest(text, text, text) IS 'Verify and store a Maileroo webhook body; returns the number of new events';
+REVOKE ALL ON FUNCTION maileroo_ingest(text, text, text) FROM PUBLIC;

@@ -44,11 +44,12 @@ CREATE FUNCTION maileroo_send_now(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send_now'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) IS
+COMMENT ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) IS
 	'Send one message through Maileroo now; returns its reference_id';
 
 CREATE FUNCTION maileroo_send_template_now(
@@ -66,33 +67,35 @@ CREATE FUNCTION maileroo_send_template_now(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send_template_now'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send_template_now(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) IS
+COMMENT ON FUNCTION maileroo_send_template_now(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) IS
 	'Send one message from a Maileroo template now; returns its reference_id';
 
 CREATE FUNCTION maileroo_scheduled(
 	page integer DEFAULT 1,
 	per_page integer DEFAULT 10,
-	domain text DEFAULT NULL)
+	domain text DEFAULT NULL,
+	account text DEFAULT NULL)
 RETURNS TABLE (reference_id text, sender text, recipients text[], subject text,
 	scheduled_at timestamptz, tags jsonb, headers jsonb)
 AS 'MODULE_PATHNAME', 'maileroo_scheduled'
 LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
-COMMENT ON FUNCTION maileroo_scheduled(integer, integer, text) IS
+COMMENT ON FUNCTION maileroo_scheduled(integer, integer, text, text) IS
 	'One page of the mail scheduled at Maileroo';
 
-CREATE FUNCTION maileroo_cancel_scheduled(reference_id text)
+CREATE FUNCTION maileroo_cancel_scheduled(reference_id text, account text DEFAULT NULL)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'maileroo_cancel_scheduled'
-LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_cancel_scheduled(text) IS
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION maileroo_cancel_scheduled(text, text) IS
 	'Cancel a scheduled message; false when Maileroo does not know it';
 
 -- Sending and reading Maileroo's data is the administrator's to grant.
-REVOKE EXECUTE ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION maileroo_send_template_now(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION maileroo_scheduled(integer, integer, text) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION maileroo_cancel_scheduled(text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION maileroo_send_template_now(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION maileroo_scheduled(integer, integer, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION maileroo_cancel_scheduled(text, text) FROM PUBLIC;

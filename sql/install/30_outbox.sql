@@ -21,6 +21,8 @@ CREATE TABLE maileroo_outbox (
 	request json NOT NULL,
 	status maileroo_outbox_status NOT NULL DEFAULT 'queued',
 	attempts integer NOT NULL DEFAULT 0,
+	-- Higher is claimed first: 100 for ordinary mail, lower for campaigns.
+	priority smallint NOT NULL DEFAULT 100,
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	lease_until timestamptz,
 	created_at timestamptz NOT NULL DEFAULT now(),
@@ -28,12 +30,26 @@ CREATE TABLE maileroo_outbox (
 	last_http_status integer,
 	last_error text,
 	response jsonb,
-	queued_by name NOT NULL DEFAULT current_user
+	queued_by name NOT NULL DEFAULT current_user,
+	-- The sending account (a maileroo_fdw server) the worker sends it
+	-- through: its name, never its key.
+	account text NOT NULL,
+	-- The maileroo_campaigns row of a campaign message; NULL for ordinary
+	-- mail.  No foreign key: its check would run once per queued row (an
+	-- index probe and a row lock on the campaign for every message); only
+	-- maileroo_send_campaign writes it, the extension never deletes a
+	-- campaign, and the worker fails the rows of one deleted by hand.
+	campaign_id bigint
 );
 
 -- What the worker claims next, and what it must look after.
 CREATE INDEX maileroo_outbox_due_idx ON maileroo_outbox (next_attempt_at)
-	WHERE status IN ('queued', 'retrying');
+	WHERE status IN ('queued', 'retrying') AND campaign_id IS NULL;
+-- Campaign mail is claimed apart, into bulk requests, after ordinary mail.
+CREATE INDEX maileroo_outbox_campaign_due_idx ON maileroo_outbox (next_attempt_at)
+	WHERE status IN ('queued', 'retrying') AND campaign_id IS NOT NULL;
+CREATE INDEX maileroo_outbox_campaign_idx ON maileroo_outbox (campaign_id)
+	WHERE campaign_id IS NOT NULL;
 CREATE INDEX maileroo_outbox_sending_idx ON maileroo_outbox (lease_until)
 	WHERE status = 'sending';
 
@@ -65,13 +81,14 @@ CREATE FUNCTION maileroo_send(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean)
+COMMENT ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text)
 	IS 'Queue one message in maileroo_outbox; the delivery worker sends it after commit.  Returns its reference_id';
-REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
 
 CREATE FUNCTION maileroo_send_template(
 	sender text,
@@ -88,13 +105,14 @@ CREATE FUNCTION maileroo_send_template(
 	tracking boolean DEFAULT NULL,
 	scheduled_at timestamptz DEFAULT NULL,
 	reference_id text DEFAULT NULL,
-	ignore_suppressions boolean DEFAULT false)
+	ignore_suppressions boolean DEFAULT false,
+	account text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'maileroo_send_template'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean)
+COMMENT ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text)
 	IS 'Queue one message built from a Maileroo template; the delivery worker sends it after commit.  Returns its reference_id';
-REVOKE ALL ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION maileroo_send_template(text, text, text, bigint, jsonb, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) FROM PUBLIC;
 
 CREATE FUNCTION maileroo_cancel(reference_id text)
 RETURNS boolean

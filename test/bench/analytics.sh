@@ -42,6 +42,7 @@ mr_log "generating $EVENTS events ($MESSAGES messages) over 90 days"
 start=$(date +%s)
 psql_b -v nmsg="$MESSAGES" -v nevents="$EVENTS" <<'SQL'
 CREATE EXTENSION maileroo;
+ALTER TABLE maileroo_outbox ALTER account SET DEFAULT 'shop';
 -- h: a per-message pseudo-random number that decides its fate.
 INSERT INTO maileroo_outbox (reference_id, endpoint, request, status, attempts, created_at, sent_at)
 SELECT substr(md5(m::text), 1, 24), '/emails',

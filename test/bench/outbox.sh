@@ -80,15 +80,15 @@ done
 
 cat >"$TMP/bench.conf" <<CONF
 shared_preload_libraries = 'maileroo'
-maileroo.api_url = 'http://127.0.0.1:$NGINX_PORT/api/v2'
-maileroo.api_key = 'bench-key'
 maileroo.database_name = 'postgres'
 maileroo.concurrency = $CONC
 shared_buffers = '256MB'
 CONF
 mr_start_cluster "$TMP/pg" "$(mr_free_port)" "$TMP/bench.conf"
 PSQL=(psql -X -q -At -d postgres)
-"${PSQL[@]}" -c 'CREATE EXTENSION maileroo'
+"${PSQL[@]}" -c 'CREATE EXTENSION maileroo' \
+	-c "CREATE SERVER bench FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url 'http://127.0.0.1:$NGINX_PORT/api/v2')" \
+	-c "CREATE USER MAPPING FOR PUBLIC SERVER bench OPTIONS (api_key 'bench-key')"
 
 # Wait until nothing is left to send: short polls (through the partial
 # indexes), each its own transaction, so that no snapshot is held open.

@@ -93,13 +93,15 @@ accepts() { curl -s "http://127.0.0.1:$KEEP_PORT/status" | awk 'NR == 3 {print $
 
 cat >"$TMP/pg.conf" <<CONF
 shared_preload_libraries = 'maileroo'
-maileroo.api_key = 'bench-key'
-maileroo.api_url = 'http://127.0.0.1:$KEEP_PORT/api/v2'
 CONF
 mr_start_cluster "$TMP/pg" "$(mr_free_port)" "$TMP/pg.conf"
 
-psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL' || mr_die "setup failed"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres <<SQL || mr_die "setup failed"
 CREATE EXTENSION maileroo;
+CREATE SERVER bench FOREIGN DATA WRAPPER maileroo_fdw OPTIONS (api_url 'http://127.0.0.1:$KEEP_PORT/api/v2');
+CREATE USER MAPPING FOR PUBLIC SERVER bench OPTIONS (api_key 'bench-key');
+SQL
+psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL' || mr_die "setup failed"
 -- CALLS sequential sends in this session: total seconds and median ms per call.
 CREATE FUNCTION bench(n integer, OUT seconds float8, OUT median_ms float8)
 LANGUAGE plpgsql AS $$
@@ -123,7 +125,7 @@ SQL
 run() {
 	local port=$1 before after out
 	before=$(accepts)
-	out=$(psql -X -q -A -t -F ' ' -d postgres -c "SET maileroo.api_url = 'http://127.0.0.1:$port/api/v2'" \
+	out=$(psql -X -q -A -t -F ' ' -d postgres -c "ALTER SERVER bench OPTIONS (SET api_url 'http://127.0.0.1:$port/api/v2')" \
 		-c "SELECT $CALLS / seconds, median_ms FROM bench($CALLS)") || mr_die "benchmark query failed"
 	after=$(accepts)
 	# The status request itself is one connection.

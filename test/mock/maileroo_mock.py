@@ -19,8 +19,9 @@ Usage:
     --host            address to listen on; only loopback addresses are allowed
     --port            TCP port; 0 picks a free one
     --port-file       once listening, write the port number there (atomically)
-    --api-key         the key clients must send (Authorization: Bearer KEY or
-                      X-Api-Key: KEY)
+    --api-key         a key clients may send (Authorization: Bearer KEY or
+                      X-Api-Key: KEY); repeat it to accept several (default
+                      test-key); POST /_mock/keys changes them at run time
     --webhook-secret  the secret webhook events are signed with
     --webhook-url     where to POST the webhook events of accepted mail, as
                       Maileroo does (default: nowhere; see /_mock/webhook)
@@ -48,7 +49,10 @@ Control API (no authentication, plain JSON):
     POST   /_mock/rules               add one rule (object) or several (list)
     DELETE /_mock/rules               remove all rules
     GET    /_mock/scheduled           the scheduled mail held in memory
-    POST   /_mock/reset               rules, requests, scheduled mail, stats
+    GET    /_mock/keys                {"keys": [...]}: the keys accepted now
+    POST   /_mock/keys                {"keys": [...]}: accept these instead
+    POST   /_mock/reset               rules, requests, scheduled mail, stats,
+                                      and the keys given at start
     GET    /_mock/webhooks[?secret=S] signed webhook events for accepted mail
     GET    /_mock/webhook             where events are delivered, and counts:
                                       {"url", "max_attempts", "backoff",
@@ -78,9 +82,12 @@ A rule (matched in the order added, against API requests only):
      "method": "POST", "times": 1 (0 or null: forever),
      "status": 500, "body": "raw text" | "json": {...}, "message": "...",
      "headers": {"X-Extra": "1"}, "retry_after": 2, "delay": 0.5,
-     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok"}
+     "mode": "hang" | "drop" | "malformed" | "nonjson" | "success_false" | "ok",
+     "refuse": ["x@example.org"]}
 A rule with neither status nor mode (or mode "ok") lets the request be
-processed normally, after its delay and with its extra headers.
+processed normally, after its delay and with its extra headers; with
+"refuse", a bulk request's messages to those addresses are refused alone:
+left out of data.reference_ids and not accepted.
 
 Recorded requests are
     {"seq", "time", "method", "path", "headers", "body", "json", "conn",
@@ -421,7 +428,7 @@ def normalize_rule(spec, rule_id):
     if not isinstance(spec, dict):
         raise BadRule("a rule must be a JSON object")
     known = {"path", "method", "times", "status", "body", "json", "headers",
-             "delay", "retry_after", "mode", "message"}
+             "delay", "retry_after", "mode", "message", "refuse"}
     unknown = set(spec) - known
     if unknown:
         raise BadRule("unknown rule keys: %s" % ", ".join(sorted(unknown)))
@@ -467,7 +474,11 @@ def normalize_rule(spec, rule_id):
     message = spec.get("message")
     if message is not None and not isinstance(message, str):
         raise BadRule("message must be a string")
-    return {"id": rule_id, "path": path, "method": method, "times": times,
+    refuse = spec.get("refuse") or []
+    if not isinstance(refuse, list) or not all(isinstance(a, str) for a in refuse):
+        raise BadRule("refuse must be a list of addresses")
+    return {"refuse": [a.lower() for a in refuse],
+            "id": rule_id, "path": path, "method": method, "times": times,
             "remaining": times, "hits": 0, "status": status, "body": body,
             "json": spec.get("json"), "headers": headers, "delay": delay,
             "retry_after": retry_after, "mode": mode, "message": message}
@@ -489,9 +500,10 @@ def rule_matches(rule, method, path):
 # ------------------------------------------------------------------ state
 
 class State:
-    def __init__(self, api_key, webhook_secret, log_path, webhook_url=None,
+    def __init__(self, api_keys, webhook_secret, log_path, webhook_url=None,
                  webhook_attempts=6, webhook_backoff=0.5, webhook_concurrency=4):
-        self.api_key = api_key
+        self.initial_keys = list(api_keys)
+        self.api_keys = list(api_keys)
         self.webhook_secret = webhook_secret
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -521,6 +533,7 @@ class State:
 
     def reset(self):
         with self.lock:
+            self.api_keys = list(self.initial_keys)
             self.rules = []
             self.scheduled = {}
             self._clear_requests()
@@ -1078,7 +1091,8 @@ class Handler(BaseHTTPRequestHandler):
                     body = envelope(status < 400, rule["message"] or default_message(status))
                 return answer(status, body, more=extra)
 
-        status, body, more = self.process(method, url, parsed)
+        status, body, more = self.process(method, url, parsed,
+                                          set(rule["refuse"]) if rule else set())
         more.update(extra)
         answer(status, body, more=more)
 
@@ -1102,16 +1116,18 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def authorized(self):
-        key = self.state.api_key
         auth = self.headers.get("Authorization", "")
         parts = auth.split(None, 1)
-        if len(parts) == 2 and parts[0].lower() == "bearer" and \
-                hmac.compare_digest(parts[1].strip().encode(), key.encode()):
-            return True
         xkey = self.headers.get("X-Api-Key")
-        return xkey is not None and hmac.compare_digest(xkey.strip().encode(), key.encode())
+        for key in list(self.state.api_keys):
+            if len(parts) == 2 and parts[0].lower() == "bearer" and \
+                    hmac.compare_digest(parts[1].strip().encode(), key.encode()):
+                return True
+            if xkey is not None and hmac.compare_digest(xkey.strip().encode(), key.encode()):
+                return True
+        return False
 
-    def process(self, method, url, parsed):
+    def process(self, method, url, parsed, refuse=frozenset()):
         """Normal Maileroo behaviour: (status, body, extra headers)."""
         if not self.authorized():
             return 401, envelope(False, MSG_AUTH), {}
@@ -1134,6 +1150,8 @@ class Handler(BaseHTTPRequestHandler):
                                      {"reference_id": msg["reference_id"]}), {}
             if sub == "/emails/bulk":
                 msgs = validate_bulk(parsed)
+                msgs = [m for m in msgs
+                        if not any(a.lower() in refuse for a in m["recipients"])]
                 for m in msgs:
                     self.state.accept(m)
                 return 200, envelope(True, MSG_BULK_QUEUED,
@@ -1212,6 +1230,17 @@ class Handler(BaseHTTPRequestHandler):
             if what == "/rules" and method == "DELETE":
                 st.clear_rules()
                 return self.send(200, {"ok": True})
+            if what == "/keys" and method == "GET":
+                return self.send(200, {"keys": list(st.api_keys)})
+            if what == "/keys" and method == "POST":
+                try:
+                    keys = json.loads(raw).get("keys")
+                except (ValueError, AttributeError):
+                    keys = None
+                if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                    raise BadRule('the body must be {"keys": ["key", ...]}')
+                st.api_keys = list(keys)
+                return self.send(200, {"keys": list(st.api_keys)})
             if what == "/reset" and method == "POST":
                 st.reset()
                 return self.send(200, {"ok": True})
@@ -1311,7 +1340,7 @@ def main(argv=None):
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--port-file")
-    ap.add_argument("--api-key", default="test-key")
+    ap.add_argument("--api-key", action="append")
     ap.add_argument("--webhook-secret", default="whsec-test")
     ap.add_argument("--webhook-url")
     ap.add_argument("--webhook-attempts", type=int, default=6)
@@ -1342,7 +1371,7 @@ def main(argv=None):
         print("maileroo_mock: --webhook-attempts and --webhook-concurrency must be "
               "positive, --webhook-backoff not negative", file=sys.stderr)
         return 2
-    state = State(args.api_key, args.webhook_secret, args.log, args.webhook_url,
+    state = State(args.api_key or ["test-key"], args.webhook_secret, args.log, args.webhook_url,
                   args.webhook_attempts, args.webhook_backoff, args.webhook_concurrency)
     try:
         server = cls((host, args.port), Handler)

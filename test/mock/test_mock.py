@@ -138,6 +138,11 @@ class MockTestCase(unittest.TestCase):
     def send(self, **over):
         return self.api("POST", "/emails", message(**over))
 
+    def accepted(self):
+        """Reference ids of the mail the mock accepted (from its webhooks)."""
+        return {json.loads(e["body"])["message_reference_id"]
+                for e in self.ctl("GET", "/_mock/webhooks")}
+
     def assert400(self, path, body, msg):
         status, doc = self.api("POST", path, body)
         self.assertEqual((status, doc["success"], doc["message"], doc["data"]),
@@ -248,6 +253,49 @@ class ApiTests(MockTestCase):
                        "The messages field may not have more than 500 items.")
         status, doc = self.api("POST", "/emails/bulk", dict(body, messages=[one] * 500))
         self.assertEqual(len(doc["data"]["reference_ids"]), 500)
+
+    def test_bulk_shared_fields_and_messages(self):
+        one = {"from": {"address": "s@example.com"}, "to": [{"address": "x@example.org"}],
+               "template_data": {"first_name": "X"}}
+        body = {"subject": "Hi", "template_id": 7, "tracking": True,
+                "tags": {"campaign": "spring"}, "messages": [one]}
+        status, doc = self.api("POST", "/emails/bulk", body)
+        self.assertEqual((status, doc["success"]), (200, True))
+        self.assertEqual(doc["message"], "The emails have been queued for delivery.")
+        self.assertRegex(doc["data"]["reference_ids"][0], "^[0-9a-f]{24}$")
+        self.assert400("/emails/bulk", dict(body, plain="hi"),
+                       "The template_id cannot be combined with html or plain.")
+        self.assert400("/emails/bulk", {"subject": "Hi", "messages": [one]},
+                       "Either html, plain or template_id is required.")
+        self.assert400("/emails/bulk", dict(body, subject=None), "The subject field is required.")
+        self.assert400("/emails/bulk", dict(body, tags={"k": [1]}),
+                       "The tags field must be an object with string keys and string values.")
+        bad = dict(one, reference_id="nothex")
+        self.assert400("/emails/bulk", dict(body, messages=[one, bad]),
+                       "messages.1: The reference_id must be a 24-character hexadecimal string.")
+        self.assert400("/emails/bulk", dict(body, messages=[one, dict(one, to=None)]),
+                       "messages.1: The to field is required.")
+        self.assert400("/emails/bulk", dict(body, messages=[dict(one, template_data=[1])]),
+                       "messages.0: The template_data must be an object.")
+        # A request refused as a whole accepts nothing.
+        self.assertEqual(len(self.accepted()), 1)
+
+    def test_bulk_refuse_rule(self):
+        msgs = [{"from": {"address": "s@example.com"}, "to": {"address": a},
+                 "reference_id": "%024x" % i}
+                for i, a in enumerate(["a@example.org", "Refused@Example.org", "c@example.org"])]
+        self.rule(path="/emails/bulk", refuse=["refused@example.org"])
+        status, doc = self.api("POST", "/emails/bulk",
+                               {"subject": "Hi", "plain": "x", "messages": msgs})
+        self.assertEqual(status, 200)
+        self.assertEqual(doc["data"]["reference_ids"], ["%024x" % 0, "%024x" % 2])
+        self.assertEqual(self.accepted(), {"%024x" % 0, "%024x" % 2})
+        # The rule was used up: the next request is accepted whole.
+        status, doc = self.api("POST", "/emails/bulk",
+                               {"subject": "Hi", "plain": "x", "messages": msgs})
+        self.assertEqual(len(doc["data"]["reference_ids"]), 3)
+        status, _, _ = self.raw("POST", "/_mock/rules", {"refuse": "a@example.org"})
+        self.assertEqual(status, 400)
 
     def test_scheduled_list_pagination_and_delete(self):
         refs = []

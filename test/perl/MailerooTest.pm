@@ -1,8 +1,10 @@
 # MailerooTest.pm: helpers shared by the TAP tests under test/t/.
 #
-# new_node() makes a PostgreSQL::Test::Cluster with maileroo preloaded and
-# pointed at the mock Maileroo server that test/run started (its URL is in
-# MAILEROO_MOCK_URL); mock_get/mock_post talk to the mock's control API.
+# new_node() makes a PostgreSQL::Test::Cluster with maileroo preloaded;
+# create_extension() installs the extension in a database with a sending
+# account "mock" pointed at the mock Maileroo server that test/run started
+# (its URL is in MAILEROO_MOCK_URL), key 'test-key' in the PUBLIC user
+# mapping; mock_get/mock_post talk to the mock's control API.
 package MailerooTest;
 
 use strict;
@@ -12,7 +14,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use IPC::Run ();
 
-our @EXPORT = qw(new_node mock_url mock_get mock_post mock_delete);
+our @EXPORT = qw(new_node create_extension account_sql mock_url mock_get mock_post mock_delete);
 
 sub mock_url
 {
@@ -27,16 +29,44 @@ sub new_node
 	my ($name, $extra) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
-	my $url = mock_url();
 	$node->append_conf('postgresql.conf', <<"CONF");
 shared_preload_libraries = 'maileroo'
-maileroo.api_url = '$url/api/v2'
-maileroo.api_key = 'test-key'
 maileroo.timeout = '5s'
 maileroo.connect_timeout = '2s'
 CONF
 	$node->append_conf('postgresql.conf', $extra) if defined $extra;
 	return $node;
+}
+
+# account_sql(NAME, KEY, SERVER_OPTIONS): SQL that creates the sending
+# account NAME (default "mock") on the mock, its key (default 'test-key')
+# in the PUBLIC user mapping; SERVER_OPTIONS (e.g. "domains 'a.example'")
+# are added to api_url.
+sub account_sql
+{
+	my ($name, $key, $options) = @_;
+	$name //= 'mock';
+	$key //= 'test-key';
+	my $url = mock_url() . '/api/v2';
+	my $opts = "api_url '$url'" . (defined $options ? ", $options" : '');
+	# The way the README says to keep a key out of the statement log.
+	return "CREATE SERVER $name FOREIGN DATA WRAPPER maileroo_fdw OPTIONS ($opts);\n"
+	  . "SET log_statement = 'none';\n"
+	  . "CREATE USER MAPPING FOR PUBLIC SERVER $name OPTIONS (api_key '$key');\n"
+	  . "RESET log_statement;\n";
+}
+
+# create_extension(NODE, DB, SCHEMA): CREATE EXTENSION maileroo in DB
+# (default postgres), in SCHEMA when given, with the account "mock".
+sub create_extension
+{
+	my ($node, $db, $schema) = @_;
+	$db //= 'postgres';
+	my $sql = defined $schema
+	  ? "CREATE SCHEMA $schema; CREATE EXTENSION maileroo SCHEMA $schema;\n"
+	  : "CREATE EXTENSION maileroo;\n";
+	$node->safe_psql($db, $sql . account_sql());
+	return;
 }
 
 sub _curl

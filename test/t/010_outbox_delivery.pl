@@ -15,7 +15,7 @@ my $node = new_node('outbox_delivery', "maileroo.concurrency = 16\n");
 $node->start;
 mock_reset();
 
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node, 'postgres');
 $node->poll_query_until('postgres', 'SELECT running FROM maileroo_worker_status()')
   or die 'worker not running';
 pass('the preloaded worker serves maileroo.database_name');
@@ -58,7 +58,8 @@ like($err, qr/reference_id "${\ ref_id(1)}" is already in the outbox/, 'a duplic
 # Roles: each sees and cancels only what it queued.
 $node->safe_psql('postgres', q{
 	CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE eve LOGIN;
-	GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) TO alice, bob;
+	GRANT EXECUTE ON FUNCTION maileroo_send(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) TO alice, bob;
+	GRANT USAGE ON FOREIGN SERVER mock TO alice, bob;
 	GRANT EXECUTE ON FUNCTION maileroo_cancel(text) TO alice, bob;
 	GRANT SELECT ON maileroo_outbox TO alice, bob;
 });
@@ -142,7 +143,7 @@ mock_delete('/_mock/rules');
 # Another database: a worker is started on demand, and DROP DATABASE does
 # not wait for it.
 $node->safe_psql('postgres', 'CREATE DATABASE other');
-$node->safe_psql('other', 'CREATE EXTENSION maileroo');
+create_extension($node, 'other');
 $node->safe_psql('other', "SELECT $send, reference_id => '" . ref_id(20) . "')");
 is(wait_final($node, ref_id(20), 'other')->{status}, 'sent', 'mail queued in another database is sent by an on-demand worker');
 is($node->safe_psql('postgres',
@@ -155,9 +156,9 @@ cmp_ok(time - $t0, '<', 4, 'and does not wait long');
 
 # DROP EXTENSION while the worker is idle, then CREATE again: it follows.
 $t0 = time;
-$node->safe_psql('postgres', 'SET lock_timeout = 3000; DROP EXTENSION maileroo');
+$node->safe_psql('postgres', 'SET lock_timeout = 3000; DROP EXTENSION maileroo CASCADE');
 cmp_ok(time - $t0, '<', 3, 'DROP EXTENSION does not wait for the worker');
-$node->safe_psql('postgres', 'CREATE SCHEMA mail; CREATE EXTENSION maileroo SCHEMA mail');
+create_extension($node, 'postgres', 'mail');
 $node->safe_psql('postgres', "SELECT mail.$send, reference_id => '" . ref_id(21) . "')");
 $node->poll_query_until('postgres', "SELECT status = 'sent' FROM mail.maileroo_outbox WHERE reference_id = '" . ref_id(21) . "'")
   or diag('not sent after re-creating the extension');

@@ -15,7 +15,7 @@ maileroo.timeout = '1s'
 maileroo.concurrency = 4
 CONF
 $node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node, 'postgres');
 
 my $n = 100;
 

@@ -14,7 +14,7 @@ use MailerooOutbox;
 my $conc = 16;
 my $node = new_node('outbox_crash', "maileroo.concurrency = $conc\nrestart_after_crash = on\n");
 $node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node, 'postgres');
 
 # burst(N, TAG): queue N messages in one transaction.
 sub burst

@@ -20,7 +20,7 @@ CONF
 $node->start;
 mock_reset();
 
-$node->safe_psql('postgres', 'CREATE EXTENSION maileroo');
+create_extension($node, 'postgres');
 is($node->safe_psql('postgres', 'SELECT running FROM maileroo_worker_status()'),
 	'f', 'no worker before any mail is queued');
 
@@ -41,7 +41,7 @@ is($node->safe_psql('postgres', 'SELECT pid FROM maileroo_worker_status()'), $pi
 # Another database: the only worker slot is taken, so maileroo_send warns,
 # and the message stays queued.
 $node->safe_psql('postgres', 'CREATE DATABASE other');
-$node->safe_psql('other', 'CREATE EXTENSION maileroo');
+create_extension($node, 'other');
 my ($ret, $out, $err) = $node->psql('other', "SELECT $send, reference_id => '" . ref_id(3) . "')");
 is($ret, 0, 'maileroo_send succeeds without a worker');
 like($err, qr/WARNING:  no delivery worker can be started for database "other"/, 'but warns that nothing can deliver');

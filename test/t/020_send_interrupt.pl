@@ -16,10 +16,11 @@ use MailerooTest;
 # A long timeout, so that only an interrupt can end a hung request early.
 my $node = new_node('send_interrupt', "maileroo.timeout = '60s'\n");
 $node->start;
+create_extension($node);
 $node->safe_psql('postgres', q{
-	CREATE EXTENSION maileroo;
 	CREATE ROLE sender LOGIN;
-	GRANT EXECUTE ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean) TO sender;
+	GRANT EXECUTE ON FUNCTION maileroo_send_now(text, text, text, text, text, text, text, text, jsonb, jsonb, maileroo_attachment[], boolean, timestamptz, text, boolean, text) TO sender;
+	GRANT USAGE ON FOREIGN SERVER mock TO sender;
 });
 
 my $send = q{SELECT maileroo_send_now('shop@example.com', 'jane@example.org', 'Hi', plain => 'x')};
@@ -120,8 +121,9 @@ for (1 .. 100)
 	select(undef, undef, undef, 0.05);
 }
 ok($tls_up, 'a TLS server with a self-signed certificate is up');
-($ret, $out, $err) = $node->psql('postgres',
-	"SET maileroo.api_url = 'https://127.0.0.1:$tls_port/api/v2';\n$send");
+$node->safe_psql('postgres', "ALTER SERVER mock OPTIONS (SET api_url 'https://127.0.0.1:$tls_port/api/v2')");
+($ret, $out, $err) = $node->psql('postgres', $send);
+$node->safe_psql('postgres', "ALTER SERVER mock OPTIONS (SET api_url '" . mock_url() . "/api/v2')");
 like($err, qr/could not reach Maileroo: SSL peer certificate or SSH remote key was not OK/,
 	'its certificate is refused, with a message that says why');
 $tls->kill_kill;
@@ -133,16 +135,18 @@ my $as_sender = sub {
 	return ($o // '') . ($e // '');
 };
 # (by SQLSTATE: the message's wording differs between PostgreSQL versions)
-like($as_sender->("\\set VERBOSITY sqlstate\nSHOW maileroo.api_key"), qr/ERROR:  42501/,
-	'SHOW refuses the key to a non-superuser');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name = 'maileroo.api_key'},
-		extra_params => [ '-U', 'sender' ]), '0', 'pg_settings does not list it');
+like($as_sender->("\\set VERBOSITY sqlstate\nSHOW maileroo.api_key"), qr/ERROR:  42704/,
+	'no setting holds the key');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_settings WHERE name ~ 'api_key|api_url|secret'},
+		extra_params => [ '-U', 'sender' ]), '0', 'pg_settings lists none');
 like($as_sender->('SELECT setting FROM pg_file_settings'), qr/permission denied/,
 	'pg_file_settings is not readable');
-like($as_sender->("SET maileroo.api_key = 'mine'"), qr/permission denied to set parameter/,
-	'a non-superuser cannot set it');
-like($as_sender->("SET maileroo.api_url = 'http://127.0.0.1:9/api/v2'"), qr/permission denied to set parameter/,
-	'nor point the extension elsewhere');
+like($as_sender->('SELECT umoptions FROM pg_user_mapping'), qr/permission denied/,
+	'the user mappings are not readable');
+unlike($as_sender->('SELECT * FROM pg_user_mappings'), qr/test-key/,
+	'nor their options through pg_user_mappings');
+like($as_sender->("ALTER SERVER mock OPTIONS (SET api_url 'http://127.0.0.1:9/api/v2')"), qr/must be owner of foreign server/,
+	'a sender cannot point the account elsewhere');
 
 # While a send is in flight, pg_stat_activity shows the statement only.
 hang_next();

@@ -49,6 +49,10 @@ SELECT pg_describe_object(classid, objid, objsubid) || ': ' ||
 			CASE WHEN c.relrowsecurity THEN ' RLS' ELSE '' END
 		FROM pg_class c WHERE c.oid = objid)
 	WHEN 'pg_type'::regclass THEN format_type(objid, NULL)
+	WHEN 'pg_foreign_data_wrapper'::regclass THEN (
+		SELECT 'HANDLER ' || fdwhandler::regproc::text || ' VALIDATOR ' || fdwvalidator::regproc::text ||
+			coalesce(' OPTIONS ' || fdwoptions::text, '') || coalesce(' ACL ' || fdwacl::text, '')
+		  FROM pg_foreign_data_wrapper WHERE oid = objid)
 	ELSE ''
 	END ||
 	coalesce(' COMMENT ' || obj_description(objid, classid::regclass::name), '')
