@@ -6,6 +6,7 @@ MODULE_big = maileroo
 OBJS = \
 	src/maileroo.o \
 	src/maileroo_account.o \
+	src/maileroo_citus.o \
 	src/maileroo_event.o \
 	src/maileroo_signature.o \
 	src/maileroo_http.o \

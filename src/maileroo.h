@@ -58,6 +58,9 @@ extern void maileroo_worker_init(void);
 /* maileroo_wakeup.c: wake (or start) this database's worker at commit */
 extern void maileroo_outbox_wake_at_commit(void);
 
+/* maileroo_citus.c: is this a Citus worker node (no delivery here)? */
+extern bool maileroo_citus_worker_node(void);
+
 /*
  * maileroo_outbox.c: run a prepared statement as the owner of the
  * extension's tables (owner), with SECURITY_RESTRICTED_OPERATION, raising

@@ -126,10 +126,11 @@ mr_extension_schema(Oid ext)
 
 /*
  * Inside a transaction with SPI connected: make sure the plans belong to
- * the installed extension.  Returns false when the extension is absent.
+ * the installed extension.  Returns false when the extension is absent,
+ * or (setting *citus_worker) when this is a Citus worker node.
  */
 static bool
-mr_ensure_plans(void)
+mr_ensure_plans(bool *citus_worker)
 {
 	Oid			ext = get_extension_oid("maileroo", true);
 	const char *schema;
@@ -148,6 +149,12 @@ mr_ensure_plans(void)
 		return true;
 
 	mr_queue_forget_plans();
+	/* Mail is delivered from the coordinator only (maileroo_citus.c). */
+	if (maileroo_citus_worker_node())
+	{
+		*citus_worker = true;
+		return false;
+	}
 	schema = mr_extension_schema(ext);
 	if (schema == NULL)
 		return false;
@@ -390,6 +397,7 @@ mr_queue_step(MrWorker *w, MrStep *step)
 
 	step->nclaimed = 0;
 	step->next_due_ms = -2;
+	step->citus_worker = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -398,7 +406,7 @@ mr_queue_step(MrWorker *w, MrStep *step)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "maileroo: recording and claiming");
 
-	ext_ok = mr_ensure_plans();
+	ext_ok = mr_ensure_plans(&step->citus_worker);
 	if (ext_ok)
 	{
 		if (w->npending > 0)

@@ -248,6 +248,13 @@ maileroo_outbox_wake_at_commit(void)
 	if (mr_xact_queued)
 		return;
 
+	if (maileroo_citus_worker_node())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("mail cannot be queued on a Citus worker node"),
+				 errdetail("The outbox and its delivery worker live on the coordinator; mail queued here would never be sent."),
+				 errhint("Call maileroo_send on the coordinator.")));
+
 	if (!mr_xact_callback_registered)
 	{
 		/* Known now, for a worker started where catalogs cannot be read. */

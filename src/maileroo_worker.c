@@ -36,6 +36,9 @@
  * the worker holds no lock between its short transactions, looks the
  * extension up again in each of them, and sleeps while it is absent.
  *
+ * Citus: on a worker node (maileroo_citus.c) the worker leaves for good and
+ * maileroo_send refuses to queue; mail goes out from the coordinator only.
+ *
  * src/maileroo_worker.c
  *
  *-------------------------------------------------------------------------
@@ -183,12 +186,23 @@ mr_round_begin(MrWorker *w)
 	w->now = GetCurrentTimestamp();
 }
 
-/* SIGTERM, or DROP DATABASE (probed every MR_DB_PROBE_MS) waiting for us. */
+/*
+ * SIGTERM, DROP DATABASE (probed every MR_DB_PROBE_MS) waiting for us, or
+ * the last step found a Citus worker node.
+ */
 static bool
 mr_should_leave(MrWorker *w)
 {
 	if (ShutdownRequestPending)
 		return true;
+	if (w->citus_worker)
+	{
+		ereport(LOG,
+				(errmsg("maileroo delivery worker leaves database \"%s\", which is on a Citus worker node",
+						w->dbname),
+				 errdetail("Mail is queued and delivered on the coordinator.")));
+		return true;
+	}
 	if (!TimestampDifferenceExceeds(w->last_probe, w->now, MR_DB_PROBE_MS))
 		return false;
 	w->last_probe = w->now;
@@ -273,6 +287,7 @@ mr_step_done(MrWorker *w, const MrStep *step, bool claimed)
 	if (step->orphans_expired)
 		w->last_lease_check = w->now;
 	w->ext_missing = step->ext_missing;
+	w->citus_worker = step->citus_worker;
 	if (step->ext_missing)
 	{
 		w->want_claim = false;
@@ -441,7 +456,7 @@ maileroo_worker_main(Datum main_arg)
 	/*
 	 * Exit code 1 has the postmaster start the static worker again after
 	 * bgw_restart_time (say after pg_terminate_backend); 0 unregisters a
-	 * dynamic one for good.
+	 * dynamic one, and any worker on a Citus worker node, for good.
 	 */
-	proc_exit(w.dynamic ? 0 : 1);
+	proc_exit(w.dynamic || w.citus_worker ? 0 : 1);
 }

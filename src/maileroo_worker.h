@@ -104,6 +104,7 @@ typedef struct MrStep
 	double		next_due_ms;	/* out: ms to the next due row, -1 none,
 								 * -2 not computed */
 	bool		ext_missing;	/* out: the extension is not installed */
+	bool		citus_worker;	/* out: this is a Citus worker node */
 } MrStep;
 
 /* Everything the delivery loop keeps between rounds. */
@@ -134,6 +135,7 @@ typedef struct MrWorker
 	bool		want_claim;		/* due rows may be waiting */
 	bool		orphans_all;	/* requeue every 'sending' row (at start) */
 	bool		ext_missing;	/* the extension is not installed */
+	bool		citus_worker;	/* on a Citus worker node: leave for good */
 	TimestampTz next_due;		/* when the next row falls due, or 0 */
 	TimestampTz pause_until;	/* after a failed step, or 0 */
 	TimestampTz last_probe;		/* DROP DATABASE probe */

@@ -95,6 +95,32 @@ mr_temp_install() {
 	cp -a "$sharedir" "$dest$(dirname "$sharedir")/"
 	make -s -C "$MR_TOP" install DESTDIR="$dest" PG_CONFIG="$PG_CONFIG" >/dev/null
 	MR_BINDIR=$dest$PG_BINDIR
+	# Citus too, when its archive is at hand (test/t/040_citus.pl uses it).
+	if mr_citus_archive >/dev/null 2>&1; then
+		tar -C "$dest" -xJf "$(mr_citus_archive)" || mr_die "cannot unpack $(mr_citus_archive)"
+	fi
+}
+
+# The Citus build for this server's major version: $MAILEROO_CITUS (the
+# archive, or the directory that holds it), else shared/citus beside the
+# repository's directory (or its parent's, for a git worktree).  Prints its
+# path, or on stderr why there is none.
+mr_citus_archive() {
+	local major f d dirs
+	major=$($PG_CONFIG --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+	if [ -n "${MAILEROO_CITUS:-}" ]; then
+		[ -f "$MAILEROO_CITUS" ] && { echo "$MAILEROO_CITUS"; return 0; }
+		dirs=("$MAILEROO_CITUS")
+	else
+		dirs=("$MR_TOP/../shared/citus" "$MR_TOP/../../shared/citus")
+	fi
+	for d in "${dirs[@]}"; do
+		for f in "$d"/citus-*-pg"$major"-*.tar.xz; do
+			[ -f "$f" ] && { echo "$f"; return 0; }
+		done
+	done
+	echo "no Citus archive for PostgreSQL $major (citus-*-pg$major-*.tar.xz) in ${dirs[*]}; set MAILEROO_CITUS to its path" >&2
+	return 1
 }
 
 # mr_start_mock DIR: start the mock Maileroo API; sets MAILEROO_MOCK_URL.

@@ -148,8 +148,12 @@ BEGIN
 				USING DETAIL = format('It is kept in maileroo_rejected_events with id %s.', rid);
 			CONTINUE;
 		END;
-		INSERT INTO @extschema@.maileroo_events SELECT (ev).* ON CONFLICT DO NOTHING;
-		GET DIAGNOSTICS n = ROW_COUNT;
+		-- Counted from RETURNING: on Citus the row count of an INSERT
+		-- ... ON CONFLICT DO NOTHING includes the rows that conflicted.
+		WITH ins AS (
+			INSERT INTO @extschema@.maileroo_events SELECT (ev).* ON CONFLICT DO NOTHING
+			RETURNING 1)
+		SELECT count(*) INTO n FROM ins;
 		total := total + n;
 	END LOOP;
 	RETURN total;
