@@ -77,14 +77,16 @@ async function adminQuery(database, sql, values) {
 	}
 }
 
+const ACCOUNT = 'hooks';
+
 /*
  * Configure the webhook secret: a sending account whose PUBLIC user mapping
  * holds it (kept out of the statement log).
  */
 async function configureSecret(secret) {
-	await adminQuery(DB, `CREATE SERVER hooks FOREIGN DATA WRAPPER maileroo_fdw`);
+	await adminQuery(DB, `CREATE SERVER ${ACCOUNT} FOREIGN DATA WRAPPER maileroo_fdw`);
 	await adminQuery(DB, `SET log_statement = 'none';
-		CREATE USER MAPPING FOR PUBLIC SERVER hooks OPTIONS (webhook_secret '${secret}')`);
+		CREATE USER MAPPING FOR PUBLIC SERVER ${ACCOUNT} OPTIONS (webhook_secret '${secret}')`);
 }
 
 async function freePort() {
@@ -114,7 +116,7 @@ test('webhook receiver', { skip }, async (t) => {
 	await adminQuery('postgres', `CREATE ROLE ${ROLE} LOGIN`);
 	await adminQuery(DB, `CREATE EXTENSION maileroo;
 		GRANT USAGE ON SCHEMA public TO ${ROLE};
-		GRANT EXECUTE ON FUNCTION maileroo_ingest(text, text, text) TO ${ROLE}`);
+		GRANT EXECUTE ON FUNCTION maileroo_ingest TO ${ROLE}`);
 	await configureSecret(SECRET);
 	const db = new Pool({ database: DB, max: 2 });
 	const count = async (sql, values) => Number((await db.query(sql, values)).rows[0].n);
@@ -249,12 +251,25 @@ test('webhook receiver', { skip }, async (t) => {
 	});
 
 	await t.test('a role without EXECUTE gets 500 (Maileroo retries), not a 2xx', async () => {
-		await adminQuery(DB, `REVOKE EXECUTE ON FUNCTION maileroo_ingest(text, text, text) FROM ${ROLE}`);
+		await adminQuery(DB, `REVOKE EXECUTE ON FUNCTION maileroo_ingest FROM ${ROLE}`);
 		try {
 			const res = await signed(r.url, JSON.stringify(event()));
 			assert.equal(res.status, 500);
 		} finally {
-			await adminQuery(DB, `GRANT EXECUTE ON FUNCTION maileroo_ingest(text, text, text) TO ${ROLE}`);
+			await adminQuery(DB, `GRANT EXECUTE ON FUNCTION maileroo_ingest TO ${ROLE}`);
+		}
+	});
+
+	await t.test('MAILEROO_ACCOUNT checks the signature against that account', async () => {
+		const named = await start({ MAILEROO_ACCOUNT: ACCOUNT });
+		try {
+			const ev = event();
+			const res = await signed(named.url, JSON.stringify(ev));
+			assert.deepEqual([res.status, res.json.stored], [200, 1]);
+			const bad = await signed(named.url, JSON.stringify(event()), 'other');
+			assert.equal(bad.status, 401);
+		} finally {
+			await named.close();
 		}
 	});
 
