@@ -37,6 +37,14 @@
 #define MAILEROO_REFERENCE_ID_CHARS		24
 #define MAILEROO_SCHEDULE_MAX_DAYS		21
 
+/*
+ * The largest request body queued or sent: 30 MiB, attachments counted as
+ * base64.  Maileroo does not publish a limit; this is above the 25 MB that
+ * the large mailbox providers accept for a whole message, and keeps what
+ * the delivery worker holds per message bounded.
+ */
+#define MAILEROO_REQUEST_MAX_BYTES		(30 * 1024 * 1024)
+
 /* maileroo.c: settings */
 extern int	maileroo_timeout_ms;
 extern int	maileroo_connect_timeout_ms;

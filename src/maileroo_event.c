@@ -172,11 +172,16 @@ typedef struct StrSpan
 	int			len;
 } StrSpan;
 
-/* One key of extra. */
+/*
+ * One key of extra, in input order (seq).  A key may appear more than once:
+ * duplicates are resolved once, when the object is built (extra_finish).
+ * value NULL marks a key that a later known field of that name took back.
+ */
 typedef struct ExtraPair
 {
 	const char *key;
 	int			keylen;
+	int			seq;
 	JsonbValue *value;
 } ExtraPair;
 
@@ -650,39 +655,41 @@ top_field(const char *f, int len)
 	return TF_OTHER;
 }
 
-/* Drop key f[0..len) from extra, if there (a later duplicate replaces it). */
+/*
+ * Append key f[0..len) with value v (NULL: the key is taken back) to extra.
+ * Constant time: an earlier entry of the same key is not looked for here
+ * but dropped by extra_finish, so a body of n unknown keys costs n log n.
+ */
 static void
-extra_remove(EventParse *ep, const char *f, int len)
+extra_add(EventParse *ep, const char *f, int len, JsonbValue *v)
 {
-	int			i;
-
-	for (i = 0; i < ep->nextra; i++)
-	{
-		if (ep->extra[i].keylen == len && memcmp(ep->extra[i].key, f, len) == 0)
-		{
-			ep->extra[i] = ep->extra[--ep->nextra];
-			return;
-		}
-	}
-}
-
-/* Set extra's key f[0..len) to v, replacing an earlier value. */
-static void
-extra_set(EventParse *ep, const char *f, int len, JsonbValue *v)
-{
-	extra_remove(ep, f, len);
 	if (ep->nextra == ep->extra_cap)
 	{
 		ep->extra_cap = ep->extra_cap == 0 ? 8 : ep->extra_cap * 2;
 		if (ep->extra == NULL)
 			ep->extra = palloc(ep->extra_cap * sizeof(ExtraPair));
 		else
-			ep->extra = repalloc(ep->extra, ep->extra_cap * sizeof(ExtraPair));
+			ep->extra = repalloc_huge(ep->extra, ep->extra_cap * sizeof(ExtraPair));
 	}
 	ep->extra[ep->nextra].key = f;
 	ep->extra[ep->nextra].keylen = len;
+	ep->extra[ep->nextra].seq = ep->nextra;
 	ep->extra[ep->nextra].value = v;
 	ep->nextra++;
+}
+
+/* Set extra's key f[0..len) to v; a later duplicate replaces it. */
+static inline void
+extra_set(EventParse *ep, const char *f, int len, JsonbValue *v)
+{
+	extra_add(ep, f, len, v);
+}
+
+/* Drop key f[0..len) from extra, if there (a later duplicate replaces it). */
+static inline void
+extra_remove(EventParse *ep, const char *f, int len)
+{
+	extra_add(ep, f, len, NULL);
 }
 
 static void
@@ -1196,6 +1203,7 @@ ev_object_field_start(void *state, char *unused, bool isnull)
 	const char *key;
 	int			len;
 
+	CHECK_FOR_INTERRUPTS();
 	ep->val_start = ep->lex->token_start;
 	if (ep->depth != 1 && !ep->capture)
 	{
@@ -1348,6 +1356,7 @@ ev_array_element_start(void *state, bool isnull)
 {
 	EventParse *ep = (EventParse *) state;
 
+	CHECK_FOR_INTERRUPTS();
 	ep->val_start = ep->lex->token_start;
 	JSON_ACTION_RETURN;
 }
@@ -1641,25 +1650,56 @@ required_error(RequiredField *rf, const char *name)
 	}
 }
 
-/* Sort extra's keys the way jsonb does (length, then bytes). */
+/* Sort extra's keys the way jsonb does (length, then bytes), then by seq. */
 static int
 extra_cmp(const void *a, const void *b)
 {
 	const ExtraPair *pa = a;
 	const ExtraPair *pb = b;
+	int			c;
 
 	if (pa->keylen != pb->keylen)
 		return pa->keylen > pb->keylen ? 1 : -1;
-	return memcmp(pa->key, pb->key, pa->keylen);
+	c = memcmp(pa->key, pb->key, pa->keylen);
+	if (c != 0)
+		return c;
+	return pa->seq > pb->seq ? 1 : (pa->seq < pb->seq ? -1 : 0);
 }
 
+/*
+ * Sort extra and keep the last entry of each key (jsonb's rule), dropping
+ * keys whose last entry took them back.  Returns the number of keys left.
+ */
+static int
+extra_finish(EventParse *ep)
+{
+	int			i,
+				out = 0;
+
+	if (ep->nextra > 1)
+		qsort(ep->extra, ep->nextra, sizeof(ExtraPair), extra_cmp);
+	for (i = 0; i < ep->nextra; i++)
+	{
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (i + 1 < ep->nextra &&
+			ep->extra[i].keylen == ep->extra[i + 1].keylen &&
+			memcmp(ep->extra[i].key, ep->extra[i + 1].key, ep->extra[i].keylen) == 0)
+			continue;
+		if (ep->extra[i].value != NULL)
+			ep->extra[out++] = ep->extra[i];
+	}
+	ep->nextra = out;
+	return out;
+}
+
+/* extra as jsonb; extra_finish has run and left at least one key. */
 static Datum
 extra_jsonb(EventParse *ep)
 {
 	JsonbValue	obj;
 	int			i;
 
-	qsort(ep->extra, ep->nextra, sizeof(ExtraPair), extra_cmp);
 	obj.type = jbvObject;
 	obj.val.object.nPairs = ep->nextra;
 	obj.val.object.pairs = palloc(sizeof(JsonbPair) * ep->nextra);
@@ -1853,7 +1893,7 @@ parse_event_body(EventCache *cache, char *body, int len)
 	values[COL_EVENT_DATA] = ep.event_data != NULL ?
 		JsonbPGetDatum(JsonbValueToJsonb(ep.event_data)) : cache->empty_object;
 	nulls[COL_EVENT_DATA] = false;
-	if (ep.nextra > 0)
+	if (ep.nextra > 0 && extra_finish(&ep) > 0)
 	{
 		values[COL_EXTRA] = extra_jsonb(&ep);
 		nulls[COL_EXTRA] = false;
@@ -2041,6 +2081,7 @@ sp_object_field_start(void *state, char *fname, bool isnull)
 {
 	SplitState *ss = (SplitState *) state;
 
+	CHECK_FOR_INTERRUPTS();
 	if (ss->depth == 1 && !ss->root_array)
 	{
 		ss->in_events = strcmp(fname, "events") == 0;
@@ -2067,6 +2108,7 @@ sp_array_element_start(void *state, bool isnull)
 {
 	SplitState *ss = (SplitState *) state;
 
+	CHECK_FOR_INTERRUPTS();
 	if (split_is_event_level(ss))
 		ss->elem_start = ss->lex->token_start - ss->lex->input;
 	JSON_ACTION_RETURN;
@@ -2200,6 +2242,7 @@ maileroo_parse_events(PG_FUNCTION_ARGS)
 	{
 		HeapTuple	tuple;
 
+		CHECK_FOR_INTERRUPTS();
 		pos[0] = i + 1;
 		tuple = parse_event_body(cache, data + spans[i].start,
 								 spans[i].end - spans[i].start);
@@ -2243,6 +2286,7 @@ maileroo_event_bodies(PG_FUNCTION_ARGS)
 																	  spans[i].end - spans[i].start));
 		bool		isnull = false;
 
+		CHECK_FOR_INTERRUPTS();
 		tuplestore_putvalues(ts, tupdesc, &value, &isnull);
 	}
 	MemoryContextSwitchTo(old);

@@ -194,7 +194,7 @@ maileroo_relation_owner(Oid relid)
 /*
  * Validate and queue one message (is_template picks the endpoint).  Returns
  * the reference_id.  Raises ERROR on invalid arguments (from the request
- * builder) and when the reference_id is already in the outbox.
+ * builder) and when a given reference_id was used before.
  */
 static Datum
 mr_queue(FunctionCallInfo fcinfo, bool is_template)
@@ -230,11 +230,17 @@ mr_queue(FunctionCallInfo fcinfo, bool is_template)
 						owner, args, nulls, SPI_OK_INSERT);
 	SPI_finish();
 
+	/*
+	 * The row that holds the id may be another role's, which the caller
+	 * cannot see: the answer is the same whoever queued it, and says
+	 * neither whose it is nor anything about it.
+	 */
 	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("reference_id \"%s\" is already in the outbox",
+				 errmsg("reference_id \"%s\" cannot be used",
 						req->reference_id),
+				 errdetail("A reference_id given by the caller must not have been used for a queued message before."),
 				 errhint("Leave reference_id out to get a new one.")));
 
 	if (!req->all_suppressed)

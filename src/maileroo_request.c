@@ -156,6 +156,83 @@ trim(char *s)
 	return s;
 }
 
+/*
+ * The first character of s that may not go into a mail header, or NULL:
+ * C0 controls (CR, LF, tab, VT, FF, ...), DEL, and in UTF-8 the C1 controls
+ * (U+0080 to U+009F, NEL among them) and the line and paragraph separators
+ * U+2028 and U+2029, which some readers take for line breaks.  *len is set
+ * to the character's length in bytes.
+ */
+static const char *
+header_unsafe(const char *s, int *len)
+{
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	const unsigned char *p;
+
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		*len = 1;
+		if (*p < 0x20 || *p == 0x7f)
+			return (const char *) p;
+		if (!utf8 || *p < 0x80)
+			continue;
+		if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+		{
+			*len = 2;
+			return (const char *) p;
+		}
+		if (p[0] == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9))
+		{
+			*len = 3;
+			return (const char *) p;
+		}
+	}
+	return NULL;
+}
+
+/* A copy of s for an error message, each header_unsafe character as '?'. */
+static char *
+printable(const char *s)
+{
+	StringInfoData out;
+	const char *p = s;
+	const char *bad;
+	int			len;
+
+	initStringInfo(&out);
+	while ((bad = header_unsafe(p, &len)) != NULL)
+	{
+		appendBinaryStringInfo(&out, p, bad - p);
+		appendStringInfoChar(&out, '?');
+		p = bad + len;
+	}
+	appendStringInfoString(&out, p);
+	return out.data;
+}
+
+/*
+ * Raise 22023 when s holds a character that may not go into a mail header;
+ * what names the field ("subject", "tags value of \"k\"", ...).
+ */
+static void
+check_header_safe(const char *s, const char *what)
+{
+	int			len;
+	const char *bad = header_unsafe(s, &len);
+
+	if (bad != NULL)
+	{
+		unsigned	code = len == 1 ? (unsigned char) *bad :
+			(unsigned) utf8_to_unicode((const unsigned char *) bad);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s contains a control character", what),
+				 errdetail("Character U+%04X at position %d: a value that goes into a mail header may not contain line breaks or other control characters.",
+						   code, pg_mbstrlen_with_len(s, bad - s) + 1)));
+	}
+}
+
 /* Set while parsing a list that has several elements (for a hint). */
 static bool parsing_list = false;
 
@@ -167,7 +244,7 @@ bad_address(const char *argname, const char *item, const char *detail)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid address in %s: \"%s\"", argname, item),
+			 errmsg("invalid address in %s: \"%s\"", argname, printable(item)),
 			 errdetail_internal("%s", detail),
 			 parsing_list && strchr(item, '@') == NULL ?
 			 errhint("Addresses are separated by commas; a display name that contains a comma must be quoted, as in \"Doe, Jane\" <jane@example.com>.") : 0));
@@ -246,14 +323,12 @@ parse_address(const char *argname, char *item)
 
 	if (a->display_name != NULL)
 	{
-		const char *p;
+		int			len;
 
 		if (a->display_name[0] == '\0')
 			a->display_name = NULL;
-		else
-			for (p = a->display_name; *p; p++)
-				if ((unsigned char) *p < 0x20 || *p == 0x7f)
-					bad_address(argname, item, "A display name may not contain control characters.");
+		else if (header_unsafe(a->display_name, &len) != NULL)
+			bad_address(argname, item, "A display name may not contain line breaks or other control characters.");
 	}
 
 	problem = address_problem(a->address);
@@ -283,6 +358,8 @@ parse_address_list(const char *argname, text *t, bool single)
 
 	for (p = s;; p++)
 	{
+		if (((p - s) & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
 		if (in_quotes)
 		{
 			if (*p == '\\' && p[1] != '\0')
@@ -356,6 +433,7 @@ append_address_field(StringInfo buf, const char *key, List *list,
 		appendStringInfoChar(buf, '[');
 	foreach(lc, list)
 	{
+		CHECK_FOR_INTERRUPTS();
 		if (!first)
 			appendStringInfoChar(buf, ',');
 		append_address(buf, (MailerooAddress *) lfirst(lc));
@@ -443,7 +521,8 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 	Datum	   *elems;
 	int			nelems = 0;
 	ListCell   *lc;
-	List	   *suppressed = NIL;
+	bool	   *drop;
+	int			ndropped = 0;
 
 	if (ignore || fcinfo->flinfo == NULL)
 		return;
@@ -463,10 +542,12 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		return;
 
 	elems = palloc(sizeof(Datum) * list_length(all));
+	drop = palloc0(sizeof(bool) * list_length(all));
 	foreach(lc, all)
 	{
 		MailerooAddress *a = (MailerooAddress *) lfirst(lc);
 
+		CHECK_FOR_INTERRUPTS();
 		elems[nelems++] = CStringGetTextDatum(str_tolower(a->address, strlen(a->address),
 														 DEFAULT_COLLATION_OID));
 	}
@@ -477,13 +558,20 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 
 		maileroo_suppressed_mask(nsp, relid, elems, nelems, hit);
 		for (k = 0; k < nelems; k++)
+		{
 			if (hit[k])
-				suppressed = lappend(suppressed, TextDatumGetCString(elems[k]));
+			{
+				drop[k] = true;
+				ndropped++;
+			}
+		}
 	}
 
-	if (suppressed == NIL)
+	if (ndropped == 0)
 		return;
 
+	/* all is to, cc and bcc in that order: drop[] follows the same order. */
+	nelems = 0;
 	for (i = 0; i < 3; i++)
 	{
 		List	   *kept = NIL;
@@ -491,14 +579,9 @@ maileroo_request_filter_suppressed(FunctionCallInfo fcinfo,
 		foreach(lc, *lists[i])
 		{
 			MailerooAddress *a = (MailerooAddress *) lfirst(lc);
-			char	   *lower = str_tolower(a->address, strlen(a->address), DEFAULT_COLLATION_OID);
-			ListCell   *sc;
-			bool		drop = false;
 
-			foreach(sc, suppressed)
-				if (strcmp((char *) lfirst(sc), lower) == 0)
-					drop = true;
-			if (drop)
+			CHECK_FOR_INTERRUPTS();
+			if (drop[nelems++])
 			{
 				req->dropped = lappend(req->dropped, a->address);
 				ereport(NOTICE,
@@ -555,6 +638,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 	{
 		char	   *value;
 
+		CHECK_FOR_INTERRUPTS();
 		if (tok == WJB_KEY)
 		{
 			key = pnstrdup(v.val.string.val, v.val.string.len);
@@ -568,6 +652,8 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 						 errmsg("%s key is longer than %d characters", argname,
 								MAILEROO_MAP_KEY_MAX_CHARS),
 						 errdetail("The key begins \"%.32s\".", key)));
+			if (!is_header)
+				check_header_safe(key, psprintf("%s key", argname));
 			if (is_header)
 			{
 				const char *p;
@@ -576,7 +662,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 					if (!is_token_char((unsigned char) *p))
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-								 errmsg("headers key \"%s\" is not a valid header name", key),
+								 errmsg("headers key \"%s\" is not a valid header name", printable(key)),
 								 errdetail("A header name may contain only letters, digits and !#$%%&'*+-.^_`|~.")));
 			}
 			continue;
@@ -608,10 +694,7 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("%s value of \"%s\" is longer than %d characters",
 							argname, key, MAILEROO_MAP_VALUE_MAX_CHARS)));
-		if (is_header && strpbrk(value, "\r\n") != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("headers value of \"%s\" contains a line break", key)));
+		check_header_safe(value, psprintf("%s value of \"%s\"", argname, key));
 
 		if (!first)
 			appendStringInfoChar(buf, ',');
@@ -627,6 +710,23 @@ append_string_map(StringInfo buf, const char *argname, Jsonb *jb,
  * Attachments
  * ----------------------------------------------------------------
  */
+
+/*
+ * Raise 54000 when a request would be bytes long, more than Maileroo takes;
+ * what names the part that made it so.
+ */
+static void
+request_size_check(int64 bytes, const char *what)
+{
+	if (bytes > MAILEROO_REQUEST_MAX_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("message is larger than the %d MB a request to Maileroo may be",
+						MAILEROO_REQUEST_MAX_BYTES / (1024 * 1024)),
+				 errdetail("With %s the request takes at least " INT64_FORMAT " bytes; the limit is %d bytes, attachments counted as base64.",
+						   what, bytes, MAILEROO_REQUEST_MAX_BYTES),
+				 errhint("Link large files from the message rather than attaching them.")));
+}
 
 static void
 append_attachments(StringInfo buf, ArrayType *arr)
@@ -659,7 +759,6 @@ append_attachments(StringInfo buf, ArrayType *arr)
 		int			srclen;
 		int			enclen;
 		char	   *enc;
-		const char *p;
 
 		if (nulls[i])
 			ereport(ERROR,
@@ -677,11 +776,7 @@ append_attachments(StringInfo buf, ArrayType *arr)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("file_name of attachment %d is empty", i + 1)));
-		for (p = file_name; *p; p++)
-			if ((unsigned char) *p < 0x20 || *p == 0x7f)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("file_name of attachment %d contains a control character", i + 1)));
+		check_header_safe(file_name, psprintf("file_name of attachment %d", i + 1));
 
 		d = GetAttributeByNum(th, ATT_CONTENT, &isnull);
 		if (isnull)
@@ -704,17 +799,16 @@ append_attachments(StringInfo buf, ArrayType *arr)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("content_type of attachment %d (%s) is not a media type", i + 1, file_name),
 						 errdetail("A media type looks like text/plain or application/pdf.")));
-			for (p = content_type; *p; p++)
-				if ((unsigned char) *p < 0x20 || *p == 0x7f)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("content_type of attachment %d (%s) contains a control character",
-									i + 1, file_name)));
+			check_header_safe(content_type,
+							  psprintf("content_type of attachment %d (%s)", i + 1, file_name));
 		}
 		d = GetAttributeByNum(th, ATT_INLINE, &isnull);
 		if (!isnull)
 			inline_ = DatumGetBool(d);
 
+		/* Checked before encoding: base64 of 512 MiB or more overflows int. */
+		request_size_check((int64) buf->len + ((int64) srclen + 2) / 3 * 4,
+						   psprintf("attachment %d (%s)", i + 1, file_name));
 		enclen = pg_b64_enc_len(srclen);
 		enc = palloc(enclen + 1);
 		enclen = mr_b64_encode(VARDATA_ANY(content), srclen, enc, enclen);
@@ -914,6 +1008,10 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 			html = NULL;
 		if (plain != NULL && plain[0] == '\0')
 			plain = NULL;
+		if (html != NULL)
+			request_size_check(strlen(html), "html");
+		if (plain != NULL)
+			request_size_check(strlen(plain), "plain");
 		if (html == NULL && plain == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -1022,6 +1120,7 @@ maileroo_request_from_args(FunctionCallInfo fcinfo, bool is_template)
 			escape_json(&buf, plain);
 		}
 	}
+	request_size_check((int64) buf.len + tail.len, "everything together");
 	appendBinaryStringInfo(&buf, tail.data, tail.len);
 	pfree(tail.data);
 
@@ -1047,6 +1146,7 @@ maileroo_check_subject(const char *subject)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("subject is longer than %d characters", MAILEROO_SUBJECT_MAX_CHARS),
 				 errdetail("It has %d characters.", pg_mbstrlen(subject))));
+	check_header_safe(subject, "subject");
 }
 
 /* See maileroo_request.h. */

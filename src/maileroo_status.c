@@ -6,7 +6,7 @@
  *
  * Present only when the library is preloaded (shared memory can be asked
  * for at server start alone).  Without it every function here does nothing
- * and a backend finds its worker through pg_locks instead (see
+ * and a backend finds its worker through the lock manager instead (see
  * maileroo_wakeup.c).  One slot per database, MR_MAX_DB_SLOTS in all, under
  * one spinlock: a slot is a few words copied in and out, never held across
  * anything that can fail.
@@ -180,7 +180,7 @@ mr_status_note_progress(int in_flight, int delivered, int given_up)
 
 /*
  * maileroo_worker_info(): what shared memory says about the worker of this
- * database (running and pid found through pg_locks when not preloaded).
+ * database (running and pid found through the lock manager when not preloaded).
  */
 PG_FUNCTION_INFO_V1(maileroo_worker_info);
 

@@ -12,7 +12,8 @@
  *
  * A worker holds a session-level advisory lock (classid MR_LOCK_KEY1, objid
  * MR_LOCK_KEY2, objsubid 2) in its database, which lets a backend find it
- * without shared memory (by pg_locks); with shared memory the slot of the
+ * without shared memory (through the lock manager's C API, never by a query
+ * on pg_locks); with shared memory the slot of the
  * database names it directly (maileroo_status.c).
  *
  * Wakeup: maileroo_send marks the transaction; at XACT_EVENT_COMMIT the
@@ -28,7 +29,7 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
-#include "executor/spi.h"
+#include "storage/lock.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -102,16 +103,44 @@ mr_set_latch_of(pid_t pid)
 }
 
 /*
+ * The pid of the backend holding this database's worker lock, or 0.  Read
+ * from the lock manager through its C API rather than by a query on
+ * pg_locks: a statement would resolve its operators through the caller's
+ * search_path.
+ */
+static pid_t
+mr_lock_holder_pid(void)
+{
+	LockData   *data = GetLockStatusData();
+	pid_t		pid = 0;
+
+	for (int i = 0; i < data->nelements; i++)
+	{
+		LockInstanceData *inst = &data->locks[i];
+		LOCKTAG    *tag = &inst->locktag;
+
+		if (tag->locktag_type == LOCKTAG_ADVISORY &&
+			tag->locktag_field1 == MyDatabaseId &&
+			tag->locktag_field2 == (uint32) MR_LOCK_KEY1 &&
+			tag->locktag_field3 == (uint32) MR_LOCK_KEY2 &&
+			tag->locktag_field4 == 2 &&
+			inst->holdMask != 0 && inst->pid != 0)
+		{
+			pid = inst->pid;
+			break;
+		}
+	}
+	return pid;
+}
+
+/*
  * The pid of the worker serving this database, or 0.  Shared memory first,
- * then this backend's cache, then pg_locks (which needs a transaction: the
- * caller is inside one).
+ * then this backend's cache, then the lock manager.
  */
 pid_t
 mr_find_worker(void)
 {
 	pid_t		pid;
-	int			ret;
-	char		sql[256];
 
 	pid = mr_status_worker_pid(MyDatabaseId);
 	if (mr_pid_serves_here(pid))
@@ -119,25 +148,7 @@ mr_find_worker(void)
 	if (mr_pid_serves_here(mr_cached_worker_pid))
 		return mr_cached_worker_pid;
 
-	mr_cached_worker_pid = 0;
-	snprintf(sql, sizeof(sql),
-			 "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
-			 " AND database = %u AND classid = %u AND objid = %u"
-			 " AND objsubid = 2 AND granted AND pid IS NOT NULL LIMIT 1",
-			 MyDatabaseId, (uint32) MR_LOCK_KEY1, (uint32) MR_LOCK_KEY2);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ret = SPI_execute(sql, true, 1);
-	if (ret == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0],
-									  SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-			mr_cached_worker_pid = DatumGetInt32(d);
-	}
-	SPI_finish();
+	mr_cached_worker_pid = mr_lock_holder_pid();
 	return mr_cached_worker_pid;
 }
 

@@ -18,7 +18,7 @@ CREATE FUNCTION maileroo_attachment(file_name text, content bytea,
 	inline boolean DEFAULT false)
 RETURNS maileroo_attachment
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT ROW($1, $2, $3, $4)::@extschema@.maileroo_attachment $$;
+RETURN ROW(file_name, content, content_type, inline)::@extschema@.maileroo_attachment;
 COMMENT ON FUNCTION maileroo_attachment(text, bytea, text, boolean) IS
 	'Build an attachment for the send functions';
 

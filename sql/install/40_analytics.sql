@@ -20,11 +20,13 @@ CREATE INDEX maileroo_outbox_sent_at_idx ON maileroo_outbox (sent_at)
 
 -- The recipient addresses (to, cc, bcc) of a request body as stored in
 -- maileroo_outbox.request: each an address object, a plain string, or an
--- array of these.
+-- array of these.  Like the other SQL functions below without a SET clause,
+-- its body is in SQL-standard form, parsed when the extension is created:
+-- nothing in it resolves through the caller's search_path.
 CREATE FUNCTION maileroo_request_recipients(request json)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 	SELECT coalesce(array_agg(a.address ORDER BY f.ord, a.ord), '{}')
 	  FROM unnest(ARRAY['to', 'cc', 'bcc']) WITH ORDINALITY AS f(field, ord)
 	 CROSS JOIN LATERAL (
@@ -36,8 +38,8 @@ AS $$
 										 WHEN 'string' THEN json_build_array(request -> f.field)
 										 ELSE '[]'::json END) WITH ORDINALITY AS e(v, i)
 		   ) AS a(address, ord)
-	 WHERE a.address IS NOT NULL
-$$;
+	 WHERE a.address IS NOT NULL;
+END;
 COMMENT ON FUNCTION maileroo_request_recipients(json) IS
 	'Recipient addresses (to, cc, bcc) of a Maileroo request body';
 
@@ -46,11 +48,11 @@ COMMENT ON FUNCTION maileroo_request_recipients(json) IS
 CREATE FUNCTION maileroo_address_part(address text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 	SELECT CASE WHEN a ~ '^[^[:space:]<>@,]+@[^[:space:]<>@,]+$' THEN a END
 	  FROM (SELECT btrim(coalesce(substring(address FROM '<([^<>]*)>[[:space:]]*$'), address),
-						 E' \t\r\n') AS a) s
-$$;
+						 E' \t\r\n') AS a) s;
+END;
 COMMENT ON FUNCTION maileroo_address_part(text) IS
 	'The bare email address in "a@x.com" or "Name <a@x.com>", or NULL when there is none';
 
@@ -335,7 +337,11 @@ COMMENT ON VIEW maileroo_daily_stats IS
 -- The same counts over [from_time, to_time), grouped by the value of one
 -- tag (tags ->> tag_key); messages without that tag are left out.  Inlined
 -- into the caller's query, so the events are found through the GIN index on
--- tags and the index on event_time.
+-- tags and the index on event_time.  A SET search_path clause would stop the
+-- inlining; the body is written in SQL-standard form (BEGIN ATOMIC) instead,
+-- parsed once when the extension is created, so that, as in a view, every
+-- function, operator and aggregate in it is fixed then and nothing resolves
+-- through the caller's search_path when it runs.
 CREATE FUNCTION maileroo_stats_by_tag(tag_key text, from_time timestamptz, to_time timestamptz)
 RETURNS TABLE (tag_value text, sent bigint, delivered bigint, unique_opens bigint,
 			   unique_clicks bigint, failed bigint, hard_bounces bigint, soft_bounces bigint,
@@ -343,7 +349,7 @@ RETURNS TABLE (tag_value text, sent bigint, delivered bigint, unique_opens bigin
 			   delivery_rate numeric, open_rate numeric, click_rate numeric,
 			   bounce_rate numeric, complaint_rate numeric)
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
+BEGIN ATOMIC
 SELECT c.tag_value, c.sent, c.delivered, c.unique_opens, c.unique_clicks, c.failed,
 	   c.hard_bounces, c.soft_bounces, c.deferred, c.complained, c.rejected,
 	   round(c.delivered::numeric / nullif(c.sent, 0), 4),
@@ -397,8 +403,8 @@ SELECT c.tag_value, c.sent, c.delivered, c.unique_opens, c.unique_clicks, c.fail
 				   AND e.event_type = 'failed' AND e.bounce_class IN ('hard', 'soft')
 				 GROUP BY 1, 2) AS k
 		 WHERE k.tag_value IS NOT NULL
-		 GROUP BY k.tag_value) AS c
-$$;
+		 GROUP BY k.tag_value) AS c;
+END;
 COMMENT ON FUNCTION maileroo_stats_by_tag(text, timestamptz, timestamptz) IS
 	'Counts and rates of maileroo_daily_stats over a time range, grouped by the value of one tag';
 
@@ -411,59 +417,69 @@ COMMENT ON FUNCTION maileroo_stats_by_tag(text, timestamptz, timestamptz) IS
 -- space while it runs.  Call it with CALL outside an explicit transaction
 -- block.  Outbox rows still to be sent (queued, sending, retrying) are never
 -- removed.
+--
+-- A procedure that commits cannot carry a SET search_path clause, so every
+-- statement below resolves through the caller's search_path: each function,
+-- aggregate, operator and type in it is written with its schema
+-- (pg_catalog. or @extschema@.), so that nothing a caller's schema holds can
+-- be picked instead.
 CREATE PROCEDURE maileroo_purge(older_than interval, batch_size integer DEFAULT 10000,
 								INOUT events_deleted bigint DEFAULT NULL,
 								INOUT outbox_deleted bigint DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-	cutoff timestamptz;
-	leaves regclass[];
-	leaf regclass;
-	n bigint;
+	cutoff pg_catalog.timestamptz;
+	leaves pg_catalog.regclass[];
+	leaf pg_catalog.regclass;
+	n pg_catalog.int8;
 BEGIN
-	IF older_than IS NULL OR older_than < interval '0' THEN
+	IF older_than IS NULL OR older_than OPERATOR(pg_catalog.<) '0'::pg_catalog.interval THEN
 		RAISE EXCEPTION 'older_than must not be negative'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	IF batch_size IS NULL OR batch_size < 1 THEN
+	IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
 		RAISE EXCEPTION 'batch_size must be at least 1'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	cutoff := now() - older_than;
+	cutoff := pg_catalog.now() OPERATOR(pg_catalog.-) older_than;
 	events_deleted := 0;
 	outbox_deleted := 0;
 
 	-- Leaf by leaf, so that batches are picked by ctid within one table
 	-- (this also covers partitions a user adds below the type partitions).
-	SELECT array_agg(relid ORDER BY relid::text) INTO leaves
-	  FROM pg_catalog.pg_partition_tree('@extschema@.maileroo_events'::regclass)
-	 WHERE isleaf;
+	SELECT pg_catalog.array_agg(t.relid ORDER BY t.relid::pg_catalog.text) INTO leaves
+	  FROM pg_catalog.pg_partition_tree('@extschema@.maileroo_events'::pg_catalog.regclass) t
+	 WHERE t.isleaf;
 	FOREACH leaf IN ARRAY leaves LOOP
 		LOOP
-			EXECUTE format('DELETE FROM %s WHERE ctid = ANY (ARRAY('
-						   'SELECT ctid FROM %s WHERE event_time < $1 LIMIT $2))',
-						   leaf, leaf)
+			-- A regclass prints schema-qualified when the caller's path
+			-- would find another table by that name first.
+			EXECUTE pg_catalog.format(
+				'DELETE FROM %s WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY('
+				'SELECT ctid FROM %s WHERE event_time OPERATOR(pg_catalog.<) $1 LIMIT $2))',
+				leaf, leaf)
 				USING cutoff, batch_size;
 			GET DIAGNOSTICS n = ROW_COUNT;
 			COMMIT;
-			events_deleted := events_deleted + n;
-			EXIT WHEN n = 0;
+			events_deleted := events_deleted OPERATOR(pg_catalog.+) n;
+			EXIT WHEN n OPERATOR(pg_catalog.=) 0;
 		END LOOP;
 	END LOOP;
 
 	LOOP
 		DELETE FROM @extschema@.maileroo_outbox
-		 WHERE reference_id IN (
+		 WHERE reference_id OPERATOR(pg_catalog.=) ANY (ARRAY(
 				SELECT o.reference_id FROM @extschema@.maileroo_outbox o
-				 WHERE o.status IN ('sent', 'failed', 'cancelled', 'suppressed')
-				   AND coalesce(o.sent_at, o.created_at) < cutoff
+				 WHERE o.status::pg_catalog.text OPERATOR(pg_catalog.=)
+						ANY ('{sent,failed,cancelled,suppressed}'::pg_catalog.text[])
+				   AND coalesce(o.sent_at, o.created_at) OPERATOR(pg_catalog.<) cutoff
 				 LIMIT batch_size
-				   FOR UPDATE SKIP LOCKED);
+				   FOR UPDATE SKIP LOCKED));
 		GET DIAGNOSTICS n = ROW_COUNT;
 		COMMIT;
-		outbox_deleted := outbox_deleted + n;
-		EXIT WHEN n = 0;
+		outbox_deleted := outbox_deleted OPERATOR(pg_catalog.+) n;
+		EXIT WHEN n OPERATOR(pg_catalog.=) 0;
 	END LOOP;
 END
 $$;

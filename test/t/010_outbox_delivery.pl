@@ -53,7 +53,7 @@ is($node->safe_psql('postgres',
 
 # A reference_id already queued is refused.
 my ($ret, $out, $err) = $node->psql('postgres', "SELECT $send, reference_id => '" . ref_id(1) . "')");
-like($err, qr/reference_id "${\ ref_id(1)}" is already in the outbox/, 'a duplicate reference_id is refused');
+like($err, qr/reference_id "${\ ref_id(1)}" cannot be used/, 'a duplicate reference_id is refused');
 
 # Roles: each sees and cancels only what it queued.
 $node->safe_psql('postgres', q{
