@@ -506,6 +506,13 @@ mr_fdw_oid(void)
 	return get_foreign_data_wrapper_oid(MAILEROO_FDW_NAME, true);
 }
 
+static int
+mr_cached_cmp(const ListCell *a, const ListCell *b)
+{
+	return strcmp(((MrCachedAccount *) lfirst(a))->name,
+				  ((MrCachedAccount *) lfirst(b))->name);
+}
+
 /* Rebuild the list of accounts from pg_foreign_server when stale. */
 static void
 mr_accounts_load(void)
@@ -565,6 +572,8 @@ mr_accounts_load(void)
 	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	/* In name order, so that messages naming several do not vary. */
+	list_sort(mr_accounts, mr_cached_cmp);
 }
 
 static int

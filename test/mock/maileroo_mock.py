@@ -2,7 +2,7 @@
 """
 maileroo_mock.py: a local stand-in for the Maileroo sending API (v2).
 
-The test suites point the extension's maileroo.api_url at this server
+The test suites point a sending account's api_url at this server
 (http://127.0.0.1:PORT/api/v2) so that sending can be tested without the
 network.  It validates requests the way Maileroo does, records every API
 request, keeps scheduled mail in memory, can be told to misbehave (errors,
