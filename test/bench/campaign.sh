@@ -17,7 +17,8 @@
 #     second of the backend's CPU time, beside maileroo_send called once per
 #     recipient for 20,000 recipients;
 #   - delivery rate: a committed campaign of RECIPIENTS, from its commit to
-#     the last row recorded as sent, beside 20,000 maileroo_send messages;
+#     the last row recorded as sent, per second of wall time and per second
+#     of the worker's CPU time, beside 20,000 maileroo_send messages;
 #   - the worker's private memory (RssAnon) and memory context total after
 #     each run, to show it stays flat.
 # Run it under flock /tmp/maileroo-bench.lock, alone on the machine if you
@@ -179,13 +180,16 @@ echo "maileroo_send_template runs (msg/s wall): $(tr '\n' ' ' <"$TMP/queue_s.txt
 # 2. Delivery, end to end: commit to the last row recorded as sent.
 mr_log "delivery: a committed campaign of $N, and $NS maileroo_send_template messages, $RUNS runs"
 pid=$("${PSQL[@]}" -c "SELECT pid FROM maileroo_worker_status()")
-: >"$TMP/deliver_c.txt"; : >"$TMP/deliver_s.txt"
+: >"$TMP/deliver_c.txt"; : >"$TMP/deliver_s.txt"; : >"$TMP/deliver_c_cpu.txt"; : >"$TMP/deliver_s_cpu.txt"
 mem=()
 for r in $(seq 1 "$RUNS"); do
 	"${PSQL[@]}" -c "TRUNCATE maileroo_outbox"
+	w0=$(cpu_ticks "$pid")
 	t_commit=$("${PSQL[@]}" -c "BEGIN" -c "$campaign_sql" -c "COMMIT" -c "SELECT clock_timestamp()" | tail -1)
 	wait_drained
+	w1=$(cpu_ticks "$pid")
 	"${PSQL[@]}" -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - '$t_commit'::timestamptz)) FROM maileroo_outbox" >>"$TMP/deliver_c.txt"
+	awk -v n="$((N - N / 1000))" -v a="$w0" -v b="$w1" -v hz="$hz" 'BEGIN {if (b > a) printf "%d\n", n / ((b - a) / hz); else print 0}' >>"$TMP/deliver_c_cpu.txt"
 	bad=$("${PSQL[@]}" -c "SELECT count(*) FROM maileroo_outbox WHERE status <> 'sent' OR attempts <> 1")
 	[ "$bad" -eq 0 ] || echo "warning: $bad campaign messages not sent in one attempt"
 	reqs=$("${PSQL[@]}" -c "SELECT count(DISTINCT sent_at) FROM maileroo_outbox")
@@ -196,11 +200,15 @@ for r in $(seq 1 "$RUNS"); do
 	mem+=("after campaign run $r ($((r * N)) messages): RssAnon ${rss} kB, contexts ${total:-?} bytes")
 
 	"${PSQL[@]}" -c "TRUNCATE maileroo_outbox"
+	w0=$(cpu_ticks "$pid")
 	t_commit=$("${PSQL[@]}" -c "BEGIN" -c "$send_sql" -c "COMMIT" -c "SELECT clock_timestamp()" | tail -1)
 	wait_drained
+	w1=$(cpu_ticks "$pid")
 	"${PSQL[@]}" -c "SELECT round(count(*) / extract(epoch FROM max(sent_at) - '$t_commit'::timestamptz)) FROM maileroo_outbox" >>"$TMP/deliver_s.txt"
+	awk -v n="$((NS - NS / 1000))" -v a="$w0" -v b="$w1" -v hz="$hz" 'BEGIN {if (b > a) printf "%d\n", n / ((b - a) / hz); else print 0}' >>"$TMP/deliver_s_cpu.txt"
 done
 dc=$(median <"$TMP/deliver_c.txt") ds=$(median <"$TMP/deliver_s.txt")
+dc_cpu=$(median <"$TMP/deliver_c_cpu.txt") ds_cpu=$(median <"$TMP/deliver_s_cpu.txt")
 echo "campaign delivery runs (msg/s): $(tr '\n' ' ' <"$TMP/deliver_c.txt")"
 echo "per-message delivery runs (msg/s): $(tr '\n' ' ' <"$TMP/deliver_s.txt")"
 
@@ -209,8 +217,8 @@ echo "maileroo campaign benchmark: nginx answering after 20 ms, maileroo.concurr
 echo "  queue, one maileroo_send_campaign of $N:  $qc recipients/s wall, $qc_cpu per backend CPU-second (target 50000)"
 echo "  queue, maileroo_send_template per row:    $qs msg/s wall, $qs_cpu per backend CPU-second"
 echo "  queue ratio campaign / per row:           $(ratio "$qc" "$qs") wall, $(ratio "$qc_cpu" "$qs_cpu") CPU"
-echo "  delivery, campaign of $N, commit to last: $dc msg/s (target 30000)"
-echo "  delivery, $NS single messages:           $ds msg/s (ideal at 20 ms: $((CONC * 50)))"
-echo "  delivery ratio campaign / single:         $(ratio "$dc" "$ds")"
+echo "  delivery, campaign of $N, commit to last: $dc msg/s wall, $dc_cpu per worker CPU-second (target 30000)"
+echo "  delivery, $NS single messages:           $ds msg/s wall, $ds_cpu per worker CPU-second (ideal at 20 ms: $((CONC * 50)))"
+echo "  delivery ratio campaign / single:         $(ratio "$dc" "$ds") wall, $(ratio "$dc_cpu" "$ds_cpu") CPU"
 echo "  worker memory:"
 for m in "${mem[@]}"; do echo "    $m"; done
