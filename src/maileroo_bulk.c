@@ -62,18 +62,10 @@ static SPIPlanPtr mr_plan_bulk_no_key;
 void
 mr_bulk_forget_plans(void)
 {
-	if (mr_plan_bulk_claim)
-		SPI_freeplan(mr_plan_bulk_claim);
-	if (mr_plan_bulk_content)
-		SPI_freeplan(mr_plan_bulk_content);
-	if (mr_plan_bulk_unclaim)
-		SPI_freeplan(mr_plan_bulk_unclaim);
-	if (mr_plan_bulk_orphaned)
-		SPI_freeplan(mr_plan_bulk_orphaned);
-	if (mr_plan_bulk_no_key)
-		SPI_freeplan(mr_plan_bulk_no_key);
-	mr_plan_bulk_claim = mr_plan_bulk_content = mr_plan_bulk_unclaim = NULL;
-	mr_plan_bulk_orphaned = mr_plan_bulk_no_key = NULL;
+	SPIPlanPtr *const plans[] = {&mr_plan_bulk_claim, &mr_plan_bulk_content,
+	&mr_plan_bulk_unclaim, &mr_plan_bulk_orphaned, &mr_plan_bulk_no_key};
+
+	mr_queue_free_plans(plans, lengthof(plans));
 }
 
 /* Prepare the statements for the extension in schema (quoted). */

@@ -67,23 +67,27 @@ static const char *const mr_row_status_names[] = {
 	[MR_ROW_FAILED] = "failed",
 };
 
+/* Free each plan of plans[] that is set, and clear it. */
+void
+mr_queue_free_plans(struct _SPI_plan **const *plans, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}
+
 void
 mr_queue_forget_plans(void)
 {
-	if (mr_plan_claim)
-		SPI_freeplan(mr_plan_claim);
-	if (mr_plan_record)
-		SPI_freeplan(mr_plan_record);
-	if (mr_plan_orphans)
-		SPI_freeplan(mr_plan_orphans);
-	if (mr_plan_next_due)
-		SPI_freeplan(mr_plan_next_due);
-	if (mr_plan_pauses)
-		SPI_freeplan(mr_plan_pauses);
-	if (mr_plan_no_key)
-		SPI_freeplan(mr_plan_no_key);
-	mr_plan_claim = mr_plan_record = mr_plan_orphans = mr_plan_next_due = NULL;
-	mr_plan_pauses = mr_plan_no_key = NULL;
+	SPIPlanPtr *const plans[] = {&mr_plan_claim, &mr_plan_record, &mr_plan_orphans,
+	&mr_plan_next_due, &mr_plan_pauses, &mr_plan_no_key};
+
+	mr_queue_free_plans(plans, lengthof(plans));
 	mr_plan_ext = InvalidOid;
 	mr_bulk_forget_plans();
 }

@@ -193,6 +193,7 @@ typedef struct MrWorker
 /* maileroo_queue.c: the statements of a transaction step */
 extern bool mr_queue_step(MrWorker *w, MrStep *step);
 extern void mr_queue_forget_plans(void);
+extern void mr_queue_free_plans(struct _SPI_plan **const *plans, int n);
 extern struct _SPI_plan *mr_queue_prepare(const char *fmt, const char *schema,
 										  int nargs, Oid *argtypes);
 extern Datum mr_text_array(char **vals, int n);
